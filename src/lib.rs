@@ -1,0 +1,6 @@
+//! sasnp — unscheduled-care (SNP) slot search, holds, bookings and CPTS statistics for the
+//! SAS of Pays de la Loire. The binary (`src/main.rs`) only parses the command line; everything
+//! else is wired here so that tests and benches start the real thing.
+
+pub mod clock;
+pub mod domain;
