@@ -2,5 +2,13 @@
 //! SAS of Pays de la Loire. The binary (`src/main.rs`) only parses the command line; everything
 //! else is wired here so that tests and benches start the real thing.
 
+pub mod cli;
 pub mod clock;
 pub mod domain;
+pub mod config;
+pub mod error;
+pub mod store;
+pub mod geo;
+pub mod http;
+pub mod index;
+pub mod startup;

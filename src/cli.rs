@@ -1,0 +1,79 @@
+//! The command line: parsed here, dispatched by `main`. Every flag has a `SASNP_…` mirror.
+
+use crate::domain::Role;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "sasnp", version, about = "SAS Pays de la Loire: SNP slot search, bookings and CPTS statistics")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// TOML configuration file (default: ./sasnp.toml when present).
+    #[arg(long, global = true, env = "SASNP_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Database URL: sqlite://PATH (default sqlite://sasnp.db) or postgres://…
+    #[arg(long, global = true, env = "SASNP_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Folder of the derived geodata files.
+    #[arg(long, global = true, env = "SASNP_GEODATA_DIR")]
+    pub geodata_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API and the operator page (the default).
+    Serve {
+        /// Address to listen on (default 127.0.0.1:8080).
+        #[arg(long, env = "SASNP_BIND")]
+        bind: Option<String>,
+    },
+    /// Run pending database migrations and exit.
+    Migrate,
+    /// Print the resolved configuration (secrets masked).
+    Config,
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Geographic reference data.
+    Geodata {
+        #[command(subcommand)]
+        command: GeodataCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create an account (or reuse it by name) and print a new bearer token as the last line.
+    Create {
+        #[arg(long, value_enum)]
+        role: Role,
+        /// CPTS id, required for role `cpts`.
+        #[arg(long)]
+        cpts: Option<String>,
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GeodataCommand {
+    /// (Re)build the geodata files from the open-data sources.
+    Build {
+        #[arg(long, default_value = "../shared/geodata-src")]
+        src: PathBuf,
+        #[arg(long, default_value = "geodata")]
+        out: PathBuf,
+        /// Regenerate cpts-perimeters.csv from EPCI even when the folder already has one.
+        #[arg(long)]
+        regenerate_perimeters: bool,
+    },
+}

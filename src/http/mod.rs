@@ -1,0 +1,39 @@
+//! The HTTP surface (actix-web): one module per resource, JSON everywhere, errors as
+//! `application/problem+json`.
+
+pub mod accounts;
+pub mod auth;
+pub mod health;
+pub mod territories;
+
+use crate::clock::SharedClock;
+use crate::config::Settings;
+use crate::error;
+use crate::geo::Geography;
+use crate::store::Db;
+use actix_web::web;
+use std::sync::Arc;
+
+/// Everything a handler may need, shared by all workers.
+pub struct AppState {
+    pub settings: Settings,
+    pub db: Db,
+    pub geo: Arc<Geography>,
+    pub clock: SharedClock,
+    pub tokens: auth::TokenCache,
+}
+
+/// Registers every route and the extractor error handlers.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::JsonConfig::default().limit(1 << 20).error_handler(error::json_error_handler))
+        .app_data(web::QueryConfig::default().error_handler(error::query_error_handler))
+        .app_data(web::PathConfig::default().error_handler(error::path_error_handler))
+        .service(health::health)
+        .service(health::ready)
+        .service(territories::list)
+        .service(territories::at)
+        .service(territories::communes)
+        .service(accounts::create)
+        .service(accounts::list)
+        .service(accounts::revoke);
+}

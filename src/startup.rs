@@ -1,0 +1,73 @@
+//! Wiring: builds the whole service from settings, so `main`, tests and benches start the same
+//! thing. [`Application::build`] binds (port 0 works) and reports the port before serving.
+
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::Settings;
+use crate::geo::Geography;
+use crate::http::{self, AppState};
+use crate::store::Db;
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A bound, not yet running, server.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+}
+
+impl Application {
+    /// Opens the database (migrating it), loads the geography, binds the listener.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// Same as [`Application::build`] with an injected clock (tests).
+    pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<Self> {
+        let url = settings.database_url.clone();
+        let (pool, timeout) = (settings.db_pool_size, Duration::from_secs(settings.db_timeout_s));
+        let db = tokio::task::spawn_blocking(move || Db::connect(&url, pool, timeout))
+            .await?
+            .with_context(|| format!("opening the database {}", crate::config::redact_url(&settings.database_url)))?;
+        let dir = settings.geodata_dir.clone();
+        let geo = tokio::task::spawn_blocking(move || Geography::load_configured(dir.as_deref())).await??;
+        let listener = TcpListener::bind(&settings.bind).with_context(|| format!("binding {}", settings.bind))?;
+        let port = listener.local_addr()?.port();
+        let workers = settings.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let state = web::Data::new(AppState {
+            settings,
+            db,
+            geo: Arc::new(geo),
+            clock,
+            tokens: Default::default(),
+        });
+        let data = state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(tracing_actix_web::TracingLogger::default())
+                .app_data(data.clone())
+                .configure(http::configure)
+        })
+        .workers(workers)
+        .listen(listener)?
+        .run();
+        Ok(Self { port, server, state })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    /// Serves until the server stops (Ctrl-C / SIGTERM).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
