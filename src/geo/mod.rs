@@ -40,23 +40,27 @@ use std::path::{Path, PathBuf};
 /// line (CSV) or the line/feature (GeoJSON: line n+1 holds feature n) when there is one.
 #[derive(Debug, thiserror::Error)]
 pub enum GeoError {
+    /// A file is missing or unreadable.
     #[error("cannot read {}: {source}", .path.display())]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A GeoJSON file does not parse (or lacks a property).
     #[error("{}: invalid GeoJSON at line {} column {} (line n+1 holds feature n): {source}",
         .path.display(), .source.line(), .source.column())]
     Json {
         path: PathBuf,
         source: serde_json::Error,
     },
+    /// A GeoJSON feature parses but its content is wrong (`line` = its line in the file).
     #[error("{}:{line}: {reason}", .path.display())]
     Feature {
         path: PathBuf,
         line: usize,
         reason: String,
     },
+    /// A perimeters CSV line is wrong (`line` is 1-based, the header is line 1).
     #[error("{}:{line}: {reason}", .path.display())]
     Perimeters {
         path: PathBuf,

@@ -32,16 +32,24 @@ pub struct TerritoryDef {
     pub communes: Vec<InseeCode>,
 }
 
-/// Reads and validates a perimeters file. `known` says whether an INSEE code is a current
-/// commune of the region.
+/// Reads and validates a perimeters file (UTF-8, or Windows-1252 as exported by spreadsheets).
+/// `known` says whether an INSEE code is a current commune of the region.
 pub fn read_perimeters(
     path: &Path,
     known: impl Fn(&InseeCode) -> bool,
 ) -> Result<Vec<TerritoryDef>, GeoError> {
-    let text = std::fs::read_to_string(path).map_err(|source| GeoError::Io {
+    let bytes = std::fs::read(path).map_err(|source| GeoError::Io {
         path: path.to_owned(),
         source,
     })?;
+    // Spreadsheets on French Windows still export Windows-1252: accept it.
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => encoding_rs::WINDOWS_1252
+            .decode(e.as_bytes())
+            .0
+            .into_owned(),
+    };
     parse_perimeters(&text, path, known)
 }
 
@@ -246,6 +254,16 @@ mod tests {
     fn comma_delimited_export_with_bom_and_blank_lines_is_accepted() {
         let t = "\u{feff}cpts_id,name,department,finess,insee\r\na,CPTS A,44,,44109\r\n\r\n";
         assert_eq!(parse(t).unwrap()[0].communes.len(), 1);
+    }
+
+    #[test]
+    fn windows_1252_file_is_decoded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.csv");
+        let text = format!("{H}a;CPTS Rezé;44;;44109\n");
+        let (bytes, _, _) = encoding_rs::WINDOWS_1252.encode(&text);
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(read_perimeters(&path, known).unwrap()[0].name, "CPTS Rezé");
     }
 
     #[test]
