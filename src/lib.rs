@@ -4,11 +4,11 @@
 
 pub mod cli;
 pub mod clock;
-pub mod domain;
 pub mod config;
+pub mod domain;
 pub mod error;
-pub mod store;
 pub mod geo;
 pub mod http;
 pub mod index;
 pub mod startup;
+pub mod store;
