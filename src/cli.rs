@@ -5,7 +5,11 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "sasnp", version, about = "SAS Pays de la Loire: SNP slot search, bookings and CPTS statistics")]
+#[command(
+    name = "sasnp",
+    version,
+    about = "SAS Pays de la Loire: SNP slot search, bookings and CPTS statistics"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -19,7 +23,12 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "SASNP_CONFIG")]
     pub config: Option<PathBuf>,
     /// Database URL: sqlite://PATH (default sqlite://sasnp.db) or postgres://…
-    #[arg(long, global = true, env = "SASNP_DATABASE_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "SASNP_DATABASE_URL",
+        hide_env_values = true
+    )]
     pub database_url: Option<String>,
     /// Folder of the derived geodata files.
     #[arg(long, global = true, env = "SASNP_GEODATA_DIR")]

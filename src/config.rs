@@ -81,7 +81,10 @@ impl Settings {
         match file {
             Some(path) => {
                 if !path.exists() {
-                    return Err(figment::Error::from(format!("config file {} does not exist", path.display())));
+                    return Err(figment::Error::from(format!(
+                        "config file {} does not exist",
+                        path.display()
+                    )));
                 }
                 fig = fig.merge(Toml::file(path));
             }
@@ -141,14 +144,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
         std::fs::write(&f, "bind = \"0.0.0.0:1\"\nhold_ttl_s = 60\n").unwrap();
-        let o = Overrides { bind: Some("127.0.0.1:9".into()), ..Default::default() };
+        let o = Overrides {
+            bind: Some("127.0.0.1:9".into()),
+            ..Default::default()
+        };
         let s = Settings::load(Some(&f), &o).unwrap();
         assert_eq!(s.bind, "127.0.0.1:9");
         assert_eq!(s.hold_ttl_s, 60);
         std::fs::write(&f, "colour = \"blue\"\n").unwrap();
-        let err = Settings::load(Some(&f), &Overrides::default()).unwrap_err().to_string();
+        let err = Settings::load(Some(&f), &Overrides::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("colour"), "{err}");
-        assert!(Settings::load(Some(&dir.path().join("missing.toml")), &Overrides::default()).is_err());
+        assert!(
+            Settings::load(
+                Some(&dir.path().join("missing.toml")),
+                &Overrides::default()
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -159,7 +173,10 @@ mod tests {
             ..Default::default()
         };
         let shown = s.redacted_toml();
-        assert!(!shown.contains("hunter2") && !shown.contains("\"tok\""), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("\"tok\""),
+            "{shown}"
+        );
         assert!(shown.contains("postgres://sas:********@db/sasnp"));
     }
 }

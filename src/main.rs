@@ -20,7 +20,10 @@ fn init_tracing(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -33,38 +36,73 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Serve { bind } = &command {
         overrides.bind = bind.clone();
     }
-    let settings = Settings::load(cli.global.config.as_deref(), &overrides).context("configuration")?;
+    let settings =
+        Settings::load(cli.global.config.as_deref(), &overrides).context("configuration")?;
     init_tracing(&settings.log);
     match command {
         Command::Serve { .. } => serve(settings),
         Command::Migrate => {
             let db = open_db(&settings)?;
             let ran = db.migrate()?;
-            println!("database {} is up to date ({ran} migrations applied now)", db.backend().name());
+            println!(
+                "database {} is up to date ({ran} migrations applied now)",
+                db.backend().name()
+            );
             Ok(())
         }
         Command::Config => {
             print!("{}", settings.redacted_toml());
             Ok(())
         }
-        Command::Token { command: TokenCommand::Create { role, cpts, name } } => {
+        Command::Token {
+            command: TokenCommand::Create { role, cpts, name },
+        } => {
             if role == sasnp::domain::Role::Cpts {
-                let id = cpts.as_deref().context("--cpts is required for role cpts")?;
-                let geo = sasnp::geo::Geography::load_configured(settings.geodata_dir.as_deref())?;
-                anyhow::ensure!(geo.territory(id).is_some(), "--cpts: no CPTS territory `{id}` in the geodata");
+                let id = cpts
+                    .as_deref()
+                    .context("--cpts is required for role cpts")?;
+                let geo = sasnp::startup::load_geography(settings.geodata_dir.as_deref())?;
+                anyhow::ensure!(
+                    geo.territory(id).is_some(),
+                    "--cpts: no CPTS territory `{id}` in the geodata"
+                );
             } else {
                 anyhow::ensure!(cpts.is_none(), "--cpts only applies to role cpts");
             }
             let db = open_db(&settings)?;
             let mut conn = db.conn()?;
             let now = chrono::Utc::now().timestamp();
-            let (account, token) = sasnp::store::accounts::create_or_reuse(&mut conn, &name, role, cpts.as_deref(), now)?;
-            println!("account {} (id {}, role {})", account.name, account.id, role.as_str());
+            let (account, token) = sasnp::store::accounts::create_or_reuse(
+                &mut conn,
+                &name,
+                role,
+                cpts.as_deref(),
+                now,
+            )?;
+            println!(
+                "account {} (id {}, role {})",
+                account.name,
+                account.id,
+                role.as_str()
+            );
             println!("{token}");
             Ok(())
         }
-        Command::Geodata { command: GeodataCommand::Build { src, out, regenerate_perimeters } } => {
-            let summary = sasnp::geo::build::build_with(&src, &out, regenerate_perimeters)?;
+        Command::Geodata {
+            command:
+                GeodataCommand::Build {
+                    src,
+                    out,
+                    regenerate_perimeters,
+                },
+        } => {
+            let summary = sasnp::geo::build::build_with(
+                &src,
+                &out,
+                &sasnp::geo::build::BuildOptions {
+                    regenerate_perimeters,
+                },
+            )?;
             println!("{summary}");
             Ok(())
         }
@@ -72,12 +110,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn open_db(settings: &Settings) -> anyhow::Result<sasnp::store::Db> {
-    sasnp::store::Db::connect(&settings.database_url, settings.db_pool_size, Duration::from_secs(settings.db_timeout_s))
-        .with_context(|| format!("opening the database {}", sasnp::config::redact_url(&settings.database_url)))
+    sasnp::store::Db::connect(
+        &settings.database_url,
+        settings.db_pool_size,
+        Duration::from_secs(settings.db_timeout_s),
+    )
+    .with_context(|| {
+        format!(
+            "opening the database {}",
+            sasnp::config::redact_url(&settings.database_url)
+        )
+    })
 }
 
 fn serve(settings: Settings) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         tracing::info!(config = %settings.redacted_toml().replace('\n', "; "), "starting sasnp");
         let app = sasnp::startup::Application::build(settings).await?;

@@ -29,15 +29,26 @@ impl Application {
     /// Same as [`Application::build`] with an injected clock (tests).
     pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<Self> {
         let url = settings.database_url.clone();
-        let (pool, timeout) = (settings.db_pool_size, Duration::from_secs(settings.db_timeout_s));
+        let (pool, timeout) = (
+            settings.db_pool_size,
+            Duration::from_secs(settings.db_timeout_s),
+        );
         let db = tokio::task::spawn_blocking(move || Db::connect(&url, pool, timeout))
             .await?
-            .with_context(|| format!("opening the database {}", crate::config::redact_url(&settings.database_url)))?;
+            .with_context(|| {
+                format!(
+                    "opening the database {}",
+                    crate::config::redact_url(&settings.database_url)
+                )
+            })?;
         let dir = settings.geodata_dir.clone();
-        let geo = tokio::task::spawn_blocking(move || Geography::load_configured(dir.as_deref())).await??;
-        let listener = TcpListener::bind(&settings.bind).with_context(|| format!("binding {}", settings.bind))?;
+        let geo = tokio::task::spawn_blocking(move || load_geography(dir.as_deref())).await??;
+        let listener = TcpListener::bind(&settings.bind)
+            .with_context(|| format!("binding {}", settings.bind))?;
         let port = listener.local_addr()?.port();
-        let workers = settings.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let workers = settings
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         let state = web::Data::new(AppState {
             settings,
             db,
@@ -55,7 +66,11 @@ impl Application {
         .workers(workers)
         .listen(listener)?
         .run();
-        Ok(Self { port, server, state })
+        Ok(Self {
+            port,
+            server,
+            state,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -70,4 +85,10 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// Loads the geography from `dir`, or from the default folder (`./geodata`, else the crate's).
+pub fn load_geography(dir: Option<&std::path::Path>) -> anyhow::Result<Geography> {
+    let dir = dir.map_or_else(Geography::default_dir, std::path::Path::to_path_buf);
+    Geography::load(&dir).with_context(|| format!("loading geodata from {}", dir.display()))
 }

@@ -18,25 +18,46 @@ pub struct NewAccount {
 }
 
 /// Checks the name and the role/CPTS pairing (a `cpts` account needs a known CPTS; others none).
-pub fn check_new_account(state: &AppState, name: &str, role: Role, cpts: Option<&str>) -> Result<(), ApiError> {
-    let name_ok = !name.trim().is_empty() && name.len() <= 100 && !name.chars().any(char::is_control);
+pub fn check_new_account(
+    state: &AppState,
+    name: &str,
+    role: Role,
+    cpts: Option<&str>,
+) -> Result<(), ApiError> {
+    let name_ok =
+        !name.trim().is_empty() && name.len() <= 100 && !name.chars().any(char::is_control);
     if !name_ok {
-        return Err(ApiError::unprocessable("invalid_name", "`name` must be 1 to 100 printable characters"));
+        return Err(ApiError::unprocessable(
+            "invalid_name",
+            "`name` must be 1 to 100 printable characters",
+        ));
     }
     match (role, cpts) {
-        (Role::Cpts, None) => Err(ApiError::unprocessable("cpts_required", "a `cpts` account needs `cpts` (a CPTS id)")),
-        (Role::Cpts, Some(id)) if state.geo.territory(id).is_none() => Err(ApiError::unprocessable(
-            "unknown_cpts",
-            format!("`cpts`: no CPTS territory `{id}` (see GET /v1/territories)"),
+        (Role::Cpts, None) => Err(ApiError::unprocessable(
+            "cpts_required",
+            "a `cpts` account needs `cpts` (a CPTS id)",
         )),
+        (Role::Cpts, Some(id)) if state.geo.territory(id).is_none() => {
+            Err(ApiError::unprocessable(
+                "unknown_cpts",
+                format!("`cpts`: no CPTS territory `{id}` (see GET /v1/territories)"),
+            ))
+        }
         (Role::Cpts, Some(_)) => Ok(()),
-        (_, Some(_)) => Err(ApiError::unprocessable("cpts_not_allowed", "`cpts` only applies to role `cpts`")),
+        (_, Some(_)) => Err(ApiError::unprocessable(
+            "cpts_not_allowed",
+            "`cpts` only applies to role `cpts`",
+        )),
         (_, None) => Ok(()),
     }
 }
 
 #[post("/v1/accounts")]
-pub async fn create(state: web::Data<AppState>, caller: Caller, body: web::Json<NewAccount>) -> Result<HttpResponse, ApiError> {
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: web::Json<NewAccount>,
+) -> Result<HttpResponse, ApiError> {
     let actor = caller.require(&[Role::Admin])?.clone();
     let NewAccount { name, role, cpts } = body.into_inner();
     check_new_account(&state, &name, role, cpts.as_deref())?;
@@ -45,7 +66,12 @@ pub async fn create(state: web::Data<AppState>, caller: Caller, body: web::Json<
         .db
         .run(move |c| accounts::create_or_reuse(c, name.trim(), role, cpts.as_deref(), now))
         .await?;
-    tracing::info!(account = account.id, by = actor.account_id, role = role.as_str(), "account token issued");
+    tracing::info!(
+        account = account.id,
+        by = actor.account_id,
+        role = role.as_str(),
+        "account token issued"
+    );
     Ok(HttpResponse::Created().json(json!({"id": account.id, "name": account.name, "role": role, "cpts": account.cpts_id, "token": token})))
 }
 
@@ -57,7 +83,11 @@ pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
 }
 
 #[delete("/v1/accounts/{id}")]
-pub async fn revoke(state: web::Data<AppState>, caller: Caller, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+pub async fn revoke(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Admin])?;
     let id = id.into_inner();
     let now = state.clock.now().timestamp();

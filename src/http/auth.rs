@@ -48,7 +48,11 @@ impl Caller {
         } else {
             Err(ApiError::forbidden(format!(
                 "this action needs the role {}; your account `{}` is {}",
-                roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(" or "),
+                roles
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" or "),
                 self.0.name,
                 self.0.role.as_str()
             )))
@@ -72,9 +76,16 @@ impl Caller {
 }
 
 fn bearer(req: &HttpRequest) -> Option<String> {
-    let value = req.headers().get(actix_web::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let value = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
+        .filter(|t| !t.is_empty())
 }
 
 impl FromRequest for Caller {
@@ -91,7 +102,11 @@ impl FromRequest for Caller {
             if let Some(p) = state.tokens.get(&hash) {
                 return Ok(Caller(p));
             }
-            let principal = state.db.authenticate(token).await?.ok_or(ApiError::Unauthorized)?;
+            let principal = state
+                .db
+                .authenticate(token)
+                .await?
+                .ok_or(ApiError::Unauthorized)?;
             state.tokens.put(hash, principal.clone());
             Ok(Caller(principal))
         })

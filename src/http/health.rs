@@ -23,5 +23,9 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
         "communes": communes,
         "territories": state.geo.territories().len(),
     });
-    if ok { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
+    if ok {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
 }

@@ -25,15 +25,19 @@ pub struct AppState {
 
 /// Registers every route and the extractor error handlers.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::JsonConfig::default().limit(1 << 20).error_handler(error::json_error_handler))
-        .app_data(web::QueryConfig::default().error_handler(error::query_error_handler))
-        .app_data(web::PathConfig::default().error_handler(error::path_error_handler))
-        .service(health::health)
-        .service(health::ready)
-        .service(territories::list)
-        .service(territories::at)
-        .service(territories::communes)
-        .service(accounts::create)
-        .service(accounts::list)
-        .service(accounts::revoke);
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(1 << 20)
+            .error_handler(error::json_error_handler),
+    )
+    .app_data(web::QueryConfig::default().error_handler(error::query_error_handler))
+    .app_data(web::PathConfig::default().error_handler(error::path_error_handler))
+    .service(health::health)
+    .service(health::ready)
+    .service(territories::list)
+    .service(territories::at)
+    .service(territories::communes)
+    .service(accounts::create)
+    .service(accounts::list)
+    .service(accounts::revoke);
 }

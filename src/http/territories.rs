@@ -26,10 +26,15 @@ pub struct AtQuery {
 /// Parses `lat`/`lon` query values into a validated position (400 names the bad field).
 pub fn parse_point(lat: Option<&str>, lon: Option<&str>) -> Result<LatLon, ApiError> {
     let num = |name: &str, v: Option<&str>| -> Result<f64, ApiError> {
-        let v = v.ok_or_else(|| ApiError::bad_request("missing_parameter", format!("`{name}` is required")))?;
-        v.trim()
-            .parse::<f64>()
-            .map_err(|_| ApiError::bad_request("invalid_coordinates", format!("`{name}`: `{v}` is not a decimal number")))
+        let v = v.ok_or_else(|| {
+            ApiError::bad_request("missing_parameter", format!("`{name}` is required"))
+        })?;
+        v.trim().parse::<f64>().map_err(|_| {
+            ApiError::bad_request(
+                "invalid_coordinates",
+                format!("`{name}`: `{v}` is not a decimal number"),
+            )
+        })
     };
     let (lat, lon) = (num("lat", lat)?, num("lon", lon)?);
     LatLon::new(lat, lon).map_err(|e| ApiError::bad_request("invalid_coordinates", e.to_string()))
@@ -51,10 +56,16 @@ pub fn commune_json(c: &Commune) -> Value {
 
 /// Point → commune, CPTS and department.
 #[get("/v1/territories/at")]
-pub async fn at(state: web::Data<AppState>, q: web::Query<AtQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn at(
+    state: web::Data<AppState>,
+    q: web::Query<AtQuery>,
+) -> Result<HttpResponse, ApiError> {
     let p = parse_point(q.lat.as_deref(), q.lon.as_deref())?;
     let located = state.geo.locate(p).ok_or_else(|| {
-        ApiError::not_found(format!("the point {}, {} is outside Pays de la Loire (departments 44, 49, 53, 72, 85)", p.lat, p.lon))
+        ApiError::not_found(format!(
+            "the point {}, {} is outside Pays de la Loire (departments 44, 49, 53, 72, 85)",
+            p.lat, p.lon
+        ))
     })?;
     Ok(HttpResponse::Ok().json(json!({
         "commune": {"insee": located.commune.insee, "name": located.commune.name, "postcodes": located.commune.postcodes},
@@ -71,12 +82,23 @@ pub struct CommuneQuery {
 
 /// Postal code or name → matching communes with their interior point.
 #[get("/v1/communes")]
-pub async fn communes(state: web::Data<AppState>, q: web::Query<CommuneQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn communes(
+    state: web::Data<AppState>,
+    q: web::Query<CommuneQuery>,
+) -> Result<HttpResponse, ApiError> {
     let text = q.q.as_deref().map(str::trim).unwrap_or_default();
     if text.is_empty() {
-        return Err(ApiError::bad_request("missing_parameter", "`q` (a postal code or a commune name) is required"));
+        return Err(ApiError::bad_request(
+            "missing_parameter",
+            "`q` (a postal code or a commune name) is required",
+        ));
     }
     let limit = q.limit.unwrap_or(20).clamp(1, 100);
-    let found: Vec<Value> = state.geo.search_communes(text, limit).into_iter().map(commune_json).collect();
+    let found: Vec<Value> = state
+        .geo
+        .search_communes(text, limit)
+        .into_iter()
+        .map(commune_json)
+        .collect();
     Ok(HttpResponse::Ok().json(json!({"query": text, "communes": found})))
 }

@@ -33,7 +33,10 @@ pub fn build_places(
             structure_name: r.structure_name,
             booking_phone: r.booking_phone,
         };
-        let provider = providers.entry(provider.clone()).or_insert_with(|| Arc::new(provider)).clone();
+        let provider = providers
+            .entry(provider.clone())
+            .or_insert_with(|| Arc::new(provider))
+            .clone();
         let mut audience = AudienceSet::default();
         audience.0 = u8::try_from(r.audience).unwrap_or(0);
         by_place.entry(r.place_id).or_default().push(SlotEntry {
@@ -48,16 +51,23 @@ pub fn build_places(
             provider,
             external_id: r.external_id.into_boxed_str(),
             booking_url: r.booking_url.map(String::into_boxed_str),
-            appointment_type: r.appointment_type.as_deref().and_then(AppointmentType::parse).map(AppointmentType::code),
+            appointment_type: r
+                .appointment_type
+                .as_deref()
+                .and_then(AppointmentType::parse)
+                .map(AppointmentType::code),
         });
     }
     let mut out = Vec::with_capacity(places.len());
     for p in places {
-        let (Some(source), Some(mut slots)) = (sources.get(&p.source_id), by_place.remove(&p.id)) else {
+        let (Some(source), Some(mut slots)) = (sources.get(&p.source_id), by_place.remove(&p.id))
+        else {
             continue;
         };
         slots.sort_by_key(|s| (s.start, s.id));
-        let Ok(position) = LatLon::new(p.lat, p.lon) else { continue };
+        let Ok(position) = LatLon::new(p.lat, p.lon) else {
+            continue;
+        };
         out.push(Arc::new(PlaceEntry {
             id: p.id,
             source: source.clone(),

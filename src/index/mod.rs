@@ -104,7 +104,10 @@ pub fn chord2_to_m(chord2: f64) -> f64 {
 
 /// Squared chord for a great-circle distance in metres.
 pub fn m_to_chord2(m: f64) -> f64 {
-    let c = 2.0 * (m / (2.0 * crate::domain::EARTH_RADIUS_M)).min(std::f64::consts::FRAC_PI_2).sin();
+    let c = 2.0
+        * (m / (2.0 * crate::domain::EARTH_RADIUS_M))
+            .min(std::f64::consts::FRAC_PI_2)
+            .sin();
     c * c
 }
 
@@ -122,10 +125,18 @@ pub struct Snapshot {
 impl Snapshot {
     /// Bulk-loads the R-tree over `places`.
     pub fn new(places: Vec<Arc<PlaceEntry>>, sources: HashMap<i64, Arc<SourceMeta>>) -> Self {
-        let points: Vec<PlacePoint> =
-            places.iter().enumerate().map(|(i, p)| GeomWithData::new(to_xyz(p.position), i as u32)).collect();
+        let points: Vec<PlacePoint> = places
+            .iter()
+            .enumerate()
+            .map(|(i, p)| GeomWithData::new(to_xyz(p.position), i as u32))
+            .collect();
         let slot_count = places.iter().map(|p| p.slots.len()).sum();
-        Snapshot { tree: RTree::bulk_load(points), places, sources, slot_count }
+        Snapshot {
+            tree: RTree::bulk_load(points),
+            places,
+            sources,
+            slot_count,
+        }
     }
 
     /// Places by increasing distance from `origin`, with their distance in metres.
@@ -146,7 +157,11 @@ pub struct SlotIndex {
 
 impl Default for SlotIndex {
     fn default() -> Self {
-        Self { snapshot: ArcSwap::from_pointee(Snapshot::default()), taken: DashMap::new(), writer: Default::default() }
+        Self {
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            taken: DashMap::new(),
+            writer: Default::default(),
+        }
     }
 }
 
@@ -167,7 +182,12 @@ impl SlotIndex {
         let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.snapshot.load();
         let id = source.id;
-        let mut all: Vec<Arc<PlaceEntry>> = old.places.iter().filter(|p| p.source.id != id).cloned().collect();
+        let mut all: Vec<Arc<PlaceEntry>> = old
+            .places
+            .iter()
+            .filter(|p| p.source.id != id)
+            .cloned()
+            .collect();
         all.extend(places);
         let mut sources = old.sources.clone();
         sources.insert(id, source);

@@ -115,8 +115,12 @@ fn matches(q: &Query, s: &SlotEntry) -> bool {
             Surnumeraire::Exclude => !s.surnumeraire,
         }
         && (q.modalities.is_empty() || q.modalities.contains(&s.modality))
-        && q.profession.as_deref().is_none_or(|p| s.provider.profession.as_deref() == Some(p))
-        && q.specialty.as_deref().is_none_or(|p| s.provider.specialty.as_deref() == Some(p))
+        && q.profession
+            .as_deref()
+            .is_none_or(|p| s.provider.profession.as_deref() == Some(p))
+        && q.specialty
+            .as_deref()
+            .is_none_or(|p| s.provider.specialty.as_deref() == Some(p))
 }
 
 /// Runs `q` on `snap`, skipping slots `index` knows to be held or booked.
@@ -143,7 +147,11 @@ pub fn search(snap: &Snapshot, index: &SlotIndex, q: &Query) -> Found {
                 break;
             }
             if matches(q, s) && !index.is_taken(s.id, q.now) {
-                hits.push(Hit { place: place.clone(), slot: first + i, distance_m: d });
+                hits.push(Hit {
+                    place: place.clone(),
+                    slot: first + i,
+                    distance_m: d,
+                });
             }
         }
         if hits.len() >= limit && bound == cap {
@@ -153,7 +161,10 @@ pub fn search(snap: &Snapshot, index: &SlotIndex, q: &Query) -> Found {
             };
         }
     }
-    let within_base = hits.iter().filter(|h| h.distance_m <= q.radius.base_m).count();
+    let within_base = hits
+        .iter()
+        .filter(|h| h.distance_m <= q.radius.base_m)
+        .count();
     let steps = if hits.len() >= limit {
         let mut ds: Vec<f64> = hits.iter().map(|h| h.distance_m).collect();
         ds.sort_by(f64::total_cmp);
@@ -164,16 +175,34 @@ pub fn search(snap: &Snapshot, index: &SlotIndex, q: &Query) -> Found {
     let radius_m = q.radius.at(steps);
     hits.retain(|h| h.distance_m <= radius_m);
     match q.order {
-        Order::Distance => hits.sort_by(|a, b| a.distance_m.total_cmp(&b.distance_m).then(a.slot().start.cmp(&b.slot().start))),
-        Order::Soonest => hits.sort_by(|a, b| a.slot().start.cmp(&b.slot().start).then(a.distance_m.total_cmp(&b.distance_m))),
+        Order::Distance => hits.sort_by(|a, b| {
+            a.distance_m
+                .total_cmp(&b.distance_m)
+                .then(a.slot().start.cmp(&b.slot().start))
+        }),
+        Order::Soonest => hits.sort_by(|a, b| {
+            a.slot()
+                .start
+                .cmp(&b.slot().start)
+                .then(a.distance_m.total_cmp(&b.distance_m))
+        }),
         Order::Neutral => {
-            hits.sort_by(|a, b| a.distance_m.total_cmp(&b.distance_m).then(a.slot().start.cmp(&b.slot().start)));
+            hits.sort_by(|a, b| {
+                a.distance_m
+                    .total_cmp(&b.distance_m)
+                    .then(a.slot().start.cmp(&b.slot().start))
+            });
             hits.truncate(limit);
             shuffle_buckets(&mut hits, q.seed);
         }
     }
     hits.truncate(limit);
-    Found { hits, radius_m, steps, within_base }
+    Found {
+        hits,
+        radius_m,
+        steps,
+        within_base,
+    }
 }
 
 /// Shuffles hits within each [`NEUTRAL_BUCKET_M`] distance bucket (hits sorted by distance).
@@ -184,7 +213,11 @@ fn shuffle_buckets(hits: &mut [Hit], seed: u64) {
     let mut start = 0;
     while start < hits.len() {
         let bucket = (hits[start].distance_m / NEUTRAL_BUCKET_M).floor();
-        let end = start + hits[start..].iter().take_while(|h| (h.distance_m / NEUTRAL_BUCKET_M).floor() == bucket).count();
+        let end = start
+            + hits[start..]
+                .iter()
+                .take_while(|h| (h.distance_m / NEUTRAL_BUCKET_M).floor() == bucket)
+                .count();
         hits[start..end].shuffle(&mut rng);
         start = end;
     }

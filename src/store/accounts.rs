@@ -84,9 +84,17 @@ pub fn create_or_reuse(
             .first(c)
             .optional()?;
         let account = match existing {
-            Some(a) if a.role() == role && a.cpts_id.as_deref() == cpts_id && a.disabled_at.is_none() => a,
+            Some(a)
+                if a.role() == role
+                    && a.cpts_id.as_deref() == cpts_id
+                    && a.disabled_at.is_none() =>
+            {
+                a
+            }
             Some(a) if a.disabled_at.is_some() => {
-                return Err(StoreError::Conflict(format!("account `{name}` was revoked; choose another name")));
+                return Err(StoreError::Conflict(format!(
+                    "account `{name}` was revoked; choose another name"
+                )));
             }
             Some(a) => {
                 return Err(StoreError::Conflict(format!(
@@ -134,9 +142,15 @@ pub fn revoke(conn: &mut DbConn, id: i64, now: i64) -> Result<(), StoreError> {
         if n == 0 {
             return Err(StoreError::NotFound(format!("no account with id {id}")));
         }
-        diesel::update(api_tokens::table.filter(api_tokens::account_id.eq(id).and(api_tokens::revoked_at.is_null())))
-            .set(api_tokens::revoked_at.eq(now))
-            .execute(c)?;
+        diesel::update(
+            api_tokens::table.filter(
+                api_tokens::account_id
+                    .eq(id)
+                    .and(api_tokens::revoked_at.is_null()),
+            ),
+        )
+        .set(api_tokens::revoked_at.eq(now))
+        .execute(c)?;
         Ok(())
     }))
 }
@@ -152,7 +166,12 @@ pub fn authenticate(conn: &mut DbConn, token: &str) -> Result<Option<Principal>,
         .select(Account::as_select())
         .first(c)
         .optional())?;
-    Ok(row.map(|a| Principal { account_id: a.id, name: a.name.clone(), role: a.role(), cpts_id: a.cpts_id.clone() }))
+    Ok(row.map(|a| Principal {
+        account_id: a.id,
+        name: a.name.clone(),
+        role: a.role(),
+        cpts_id: a.cpts_id.clone(),
+    }))
 }
 
 impl Db {

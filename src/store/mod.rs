@@ -75,7 +75,9 @@ impl Backend {
 
 /// SQLite file path from a URL (`sqlite://./x.db`, `sqlite:x.db`, `x.db`).
 pub fn sqlite_path(url: &str) -> &str {
-    url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url)
+    url.strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url)
 }
 
 /// A pooled connection of either backend. Use [`db_run!`] to write a query once for both.
@@ -173,8 +175,12 @@ impl Db {
                     let path = sqlite_path(url);
                     if let Some(parent) = std::path::Path::new(path).parent() {
                         if !parent.as_os_str().is_empty() {
-                            std::fs::create_dir_all(parent)
-                                .map_err(|e| StoreError::Setup(format!("cannot create {}: {e}", parent.display())))?;
+                            std::fs::create_dir_all(parent).map_err(|e| {
+                                StoreError::Setup(format!(
+                                    "cannot create {}: {e}",
+                                    parent.display()
+                                ))
+                            })?;
                         }
                     }
                     let manager = ConnectionManager::<SqliteConnection>::new(path);
@@ -188,7 +194,9 @@ impl Db {
                     )
                 }
                 #[cfg(not(feature = "sqlite"))]
-                return Err(StoreError::Setup("this build has no SQLite support (feature `sqlite`)".into()));
+                return Err(StoreError::Setup(
+                    "this build has no SQLite support (feature `sqlite`)".into(),
+                ));
             }
             Backend::Postgres => {
                 #[cfg(feature = "postgres")]
@@ -201,13 +209,17 @@ impl Db {
                             .connection_customizer(Box::new(setup))
                             .build(manager)
                             .map_err(|e| {
-                                StoreError::Setup(format!("PostgreSQL {}: {e}", crate::config::redact_url(url)))
+                                StoreError::Setup(format!(
+                                    "PostgreSQL {}: {e}",
+                                    crate::config::redact_url(url)
+                                ))
                             })?,
                     )
                 }
                 #[cfg(not(feature = "postgres"))]
                 return Err(StoreError::Setup(
-                    "this build has no PostgreSQL support: rebuild with `--features postgres`".into(),
+                    "this build has no PostgreSQL support: rebuild with `--features postgres`"
+                        .into(),
                 ));
             }
         };
@@ -242,7 +254,9 @@ impl Db {
             #[cfg(feature = "sqlite")]
             DbConn::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
             #[cfg(feature = "postgres")]
-            DbConn::Postgres(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.len()),
+            DbConn::Postgres(c) => c
+                .run_pending_migrations(POSTGRES_MIGRATIONS)
+                .map(|v| v.len()),
         }
         .map_err(|e| StoreError::Setup(format!("migrations: {e}")))?;
         Ok(ran)
@@ -275,7 +289,9 @@ impl Db {
         // statement_timeout; this outer bound only stops a caller from waiting forever.
         match tokio::time::timeout(self.timeout * 3, task).await {
             Ok(Ok(res)) => res,
-            Ok(Err(join)) => Err(StoreError::Other(anyhow::anyhow!("database task failed: {join}"))),
+            Ok(Err(join)) => Err(StoreError::Other(anyhow::anyhow!(
+                "database task failed: {join}"
+            ))),
             Err(_) => Err(StoreError::Timeout),
         }
     }
@@ -302,7 +318,10 @@ pub fn from_epoch(s: i64) -> chrono::DateTime<chrono::Utc> {
 
 /// Runs `f` in a write transaction: `BEGIN IMMEDIATE` on SQLite (so concurrent writers wait on
 /// `busy_timeout` instead of failing on a lock upgrade), a plain transaction on PostgreSQL.
-pub fn write_tx<T>(conn: &mut DbConn, f: impl FnOnce(&mut DbConn) -> Result<T, StoreError>) -> Result<T, StoreError> {
+pub fn write_tx<T>(
+    conn: &mut DbConn,
+    f: impl FnOnce(&mut DbConn) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
     // Statements are issued by hand so that `f` keeps the backend-neutral `DbConn`; a panic in
     // `f` still rolls back, so no connection goes back to the pool inside a transaction.
     let begin = match conn.backend() {

@@ -140,5 +140,12 @@ diesel::joinable!(holds -> slots (slot_id));
 diesel::joinable!(appointments -> slots (slot_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
-    accounts, api_tokens, sources, places, slots, holds, appointments, audit_events,
+    accounts,
+    api_tokens,
+    sources,
+    places,
+    slots,
+    holds,
+    appointments,
+    audit_events,
 );

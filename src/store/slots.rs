@@ -161,11 +161,21 @@ pub fn replace_snapshot(
     let deleted: std::collections::HashSet<&str> = deleted.iter().map(String::as_str).collect();
 
     super::write_tx(conn, |conn| {
-        let seq: i64 = db_run!(&mut *conn, |c| sources::table.find(source_id).select(sources::snapshot_seq).first::<i64>(c))? + 1;
+        let seq: i64 = db_run!(&mut *conn, |c| sources::table
+            .find(source_id)
+            .select(sources::snapshot_seq)
+            .first::<i64>(c))?
+            + 1;
         // Places: upsert, then map key → id.
         let mut place_ids: HashMap<String, i64> = HashMap::with_capacity(new_places.len());
         for chunk in new_places.chunks(CHUNK) {
-            let rows: Vec<NewPlace<'_>> = chunk.iter().map(|p| NewPlace { snapshot_seq: seq, ..*p }).collect();
+            let rows: Vec<NewPlace<'_>> = chunk
+                .iter()
+                .map(|p| NewPlace {
+                    snapshot_seq: seq,
+                    ..*p
+                })
+                .collect();
             let ids: Vec<(String, i64)> = match &mut *conn {
                 // SQLite cannot combine a multi-row VALUES with ON CONFLICT in diesel: one
                 // prepared statement per row, inside the one transaction.
@@ -173,17 +183,26 @@ pub fn replace_snapshot(
                 DbConn::Sqlite(c) => {
                     let mut out = Vec::with_capacity(rows.len());
                     for row in &rows {
-                        out.push(upsert_places!(row).returning((places::place_key, places::id)).get_result(&mut **c)?);
+                        out.push(
+                            upsert_places!(row)
+                                .returning((places::place_key, places::id))
+                                .get_result(&mut **c)?,
+                        );
                     }
                     out
                 }
                 #[cfg(feature = "postgres")]
-                DbConn::Postgres(c) => upsert_places!(&rows).returning((places::place_key, places::id)).get_results(&mut **c)?,
+                DbConn::Postgres(c) => upsert_places!(&rows)
+                    .returning((places::place_key, places::id))
+                    .get_results(&mut **c)?,
             };
             place_ids.extend(ids);
         }
 
-        let before: i64 = db_run!(&mut *conn, |c| slots::table.filter(slots::source_id.eq(source_id)).count().get_result(c))?;
+        let before: i64 = db_run!(&mut *conn, |c| slots::table
+            .filter(slots::source_id.eq(source_id))
+            .count()
+            .get_result(c))?;
         let mut written = 0u64;
         let rows: Vec<NewSlot<'_>> = feed
             .slots
@@ -196,7 +215,11 @@ pub fn replace_snapshot(
                     source_id,
                     external_id: &s.external_id,
                     place_id: *place_ids.get(&s.place_key).ok_or_else(|| {
-                        StoreError::Other(anyhow::anyhow!("slot {} names unknown place {}", s.external_id, s.place_key))
+                        StoreError::Other(anyhow::anyhow!(
+                            "slot {} names unknown place {}",
+                            s.external_id,
+                            s.place_key
+                        ))
                     })?,
                     cpts_id,
                     start_at: to_epoch(s.start),
@@ -234,22 +257,45 @@ pub fn replace_snapshot(
                 DbConn::Postgres(c) => upsert_slots!(chunk).execute(&mut **c)?,
             } as u64;
         }
-        let after: i64 = db_run!(&mut *conn, |c| slots::table.filter(slots::source_id.eq(source_id)).count().get_result(c))?;
+        let after: i64 = db_run!(&mut *conn, |c| slots::table
+            .filter(slots::source_id.eq(source_id))
+            .count()
+            .get_result(c))?;
         let inserted = (after - before).max(0) as u64;
 
         // Vanished slots: kept and marked when held or booked, deleted otherwise.
-        let vanished = slots::source_id.eq(source_id).and(slots::snapshot_seq.lt(seq));
-        let taken = slots::appointment_id.is_not_null().or(slots::hold_id.is_not_null().and(slots::held_until.gt(now_s)));
+        let vanished = slots::source_id
+            .eq(source_id)
+            .and(slots::snapshot_seq.lt(seq));
+        let taken = slots::appointment_id.is_not_null().or(slots::hold_id
+            .is_not_null()
+            .and(slots::held_until.gt(now_s)));
         let kept_taken: Vec<String> = db_run!(&mut *conn, |c| {
-            let ids: Vec<String> = slots::table.filter(vanished).filter(taken).select(slots::external_id).load(c)?;
-            diesel::update(slots::table.filter(vanished).filter(taken).filter(slots::removed_from_feed_at.is_null()))
-                .set(slots::removed_from_feed_at.eq(now_s))
-                .execute(c)?;
+            let ids: Vec<String> = slots::table
+                .filter(vanished)
+                .filter(taken)
+                .select(slots::external_id)
+                .load(c)?;
+            diesel::update(
+                slots::table
+                    .filter(vanished)
+                    .filter(taken)
+                    .filter(slots::removed_from_feed_at.is_null()),
+            )
+            .set(slots::removed_from_feed_at.eq(now_s))
+            .execute(c)?;
             Ok::<_, diesel::result::Error>(ids)
         })?;
-        let removed = db_run!(&mut *conn, |c| diesel::delete(slots::table.filter(vanished).filter(diesel::dsl::not(taken))).execute(c))? as u64;
+        let removed = db_run!(&mut *conn, |c| diesel::delete(
+            slots::table
+                .filter(vanished)
+                .filter(diesel::dsl::not(taken))
+        )
+        .execute(c))? as u64;
         db_run!(&mut *conn, |c| {
-            let in_use = slots::table.select(slots::place_id).filter(slots::source_id.eq(source_id));
+            let in_use = slots::table
+                .select(slots::place_id)
+                .filter(slots::source_id.eq(source_id));
             diesel::delete(
                 places::table
                     .filter(places::source_id.eq(source_id))
@@ -258,17 +304,25 @@ pub fn replace_snapshot(
             )
             .execute(c)
         })?;
-        let outcome = SnapshotOutcome { seq, inserted, updated: written.saturating_sub(inserted), removed, kept_taken };
+        let outcome = SnapshotOutcome {
+            seq,
+            inserted,
+            updated: written.saturating_sub(inserted),
+            removed,
+            kept_taken,
+        };
         let report_json = report(&outcome);
-        db_run!(&mut *conn, |c| diesel::update(sources::table.find(source_id))
-            .set((
-                sources::snapshot_seq.eq(seq),
-                sources::last_attempt_at.eq(now_s),
-                sources::last_success_at.eq(now_s),
-                sources::last_error.eq(None::<String>),
-                sources::last_report.eq(report_json),
-            ))
-            .execute(c))?;
+        db_run!(&mut *conn, |c| diesel::update(
+            sources::table.find(source_id)
+        )
+        .set((
+            sources::snapshot_seq.eq(seq),
+            sources::last_attempt_at.eq(now_s),
+            sources::last_success_at.eq(now_s),
+            sources::last_error.eq(None::<String>),
+            sources::last_report.eq(report_json),
+        ))
+        .execute(c))?;
         Ok(outcome)
     })
 }
@@ -327,7 +381,11 @@ pub fn load_for_index(
 ) -> Result<(Vec<PlaceRow>, Vec<SlotRow>), StoreError> {
     Ok(db_run!(conn, |c| {
         let mut pq = places::table.select(PlaceRow::as_select()).into_boxed();
-        let mut sq = slots::table.filter(slots::end_at.gt(now)).select(SlotRow::as_select()).order(slots::start_at).into_boxed();
+        let mut sq = slots::table
+            .filter(slots::end_at.gt(now))
+            .select(SlotRow::as_select())
+            .order(slots::start_at)
+            .into_boxed();
         if let Some(id) = source_id {
             pq = pq.filter(places::source_id.eq(id));
             sq = sq.filter(slots::source_id.eq(id));

@@ -57,14 +57,21 @@ pub fn create(conn: &mut DbConn, s: &NewSource, now: i64) -> Result<SourceRow, S
 }
 
 pub fn get(conn: &mut DbConn, id: i64) -> Result<SourceRow, StoreError> {
-    db_run!(conn, |c| sources::table.find(id).select(SourceRow::as_select()).first(c).optional())?
-        .ok_or_else(|| StoreError::NotFound(format!("no source with id {id}")))
+    db_run!(conn, |c| sources::table
+        .find(id)
+        .select(SourceRow::as_select())
+        .first(c)
+        .optional())?
+    .ok_or_else(|| StoreError::NotFound(format!("no source with id {id}")))
 }
 
 /// All sources, or those of one CPTS.
 pub fn list(conn: &mut DbConn, cpts_id: Option<&str>) -> Result<Vec<SourceRow>, StoreError> {
     Ok(db_run!(conn, |c| {
-        let mut q = sources::table.select(SourceRow::as_select()).order(sources::id).into_boxed();
+        let mut q = sources::table
+            .select(SourceRow::as_select())
+            .order(sources::id)
+            .into_boxed();
         if let Some(id) = cpts_id {
             q = q.filter(sources::cpts_id.eq(id));
         }
@@ -73,7 +80,13 @@ pub fn list(conn: &mut DbConn, cpts_id: Option<&str>) -> Result<Vec<SourceRow>, 
 }
 
 /// Records an attempt that failed (the previous snapshot stays).
-pub fn record_failure(conn: &mut DbConn, id: i64, now: i64, error: &str, report: Option<&str>) -> Result<(), StoreError> {
+pub fn record_failure(
+    conn: &mut DbConn,
+    id: i64,
+    now: i64,
+    error: &str,
+    report: Option<&str>,
+) -> Result<(), StoreError> {
     db_run!(conn, |c| diesel::update(sources::table.find(id))
         .set((
             sources::last_attempt_at.eq(now),
@@ -85,9 +98,17 @@ pub fn record_failure(conn: &mut DbConn, id: i64, now: i64, error: &str, report:
 }
 
 /// Records HTTP validators of the last successful fetch (pulled sources).
-pub fn record_validators(conn: &mut DbConn, id: i64, etag: Option<&str>, last_modified: Option<&str>) -> Result<(), StoreError> {
+pub fn record_validators(
+    conn: &mut DbConn,
+    id: i64,
+    etag: Option<&str>,
+    last_modified: Option<&str>,
+) -> Result<(), StoreError> {
     db_run!(conn, |c| diesel::update(sources::table.find(id))
-        .set((sources::etag.eq(etag), sources::last_modified.eq(last_modified)))
+        .set((
+            sources::etag.eq(etag),
+            sources::last_modified.eq(last_modified)
+        ))
         .execute(c))?;
     Ok(())
 }
@@ -95,7 +116,11 @@ pub fn record_validators(conn: &mut DbConn, id: i64, etag: Option<&str>, last_mo
 /// Marks a fetch that found nothing new (304): the data is confirmed fresh.
 pub fn record_unchanged(conn: &mut DbConn, id: i64, now: i64) -> Result<(), StoreError> {
     db_run!(conn, |c| diesel::update(sources::table.find(id))
-        .set((sources::last_attempt_at.eq(now), sources::last_success_at.eq(now), sources::last_error.eq(None::<String>)))
+        .set((
+            sources::last_attempt_at.eq(now),
+            sources::last_success_at.eq(now),
+            sources::last_error.eq(None::<String>)
+        ))
         .execute(c))?;
     Ok(())
 }

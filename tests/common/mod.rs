@@ -35,13 +35,20 @@ pub fn test_database(dir: &std::path::Path) -> (String, Option<(String, String)>
         #[cfg(feature = "postgres")]
         Ok(base) if base.starts_with("postgres") => {
             let name = format!("sasnp_t_{}", uuid::Uuid::new_v4().simple());
-            let mut admin = diesel::PgConnection::establish(&base).expect("connect TEST_DATABASE_URL");
-            admin.batch_execute(&format!("CREATE DATABASE {name}")).expect("create test database");
-            let (prefix, _) = base.rsplit_once('/').expect("TEST_DATABASE_URL has a database name");
+            let mut admin =
+                diesel::PgConnection::establish(&base).expect("connect TEST_DATABASE_URL");
+            admin
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .expect("create test database");
+            let (prefix, _) = base
+                .rsplit_once('/')
+                .expect("TEST_DATABASE_URL has a database name");
             (format!("{prefix}/{name}"), Some((base, name)))
         }
         Ok(base) if base.starts_with("postgres") => {
-            panic!("TEST_DATABASE_URL is PostgreSQL but this build lacks the `postgres` feature: cargo test --all-features")
+            panic!(
+                "TEST_DATABASE_URL is PostgreSQL but this build lacks the `postgres` feature: cargo test --all-features"
+            )
         }
         _ => (format!("sqlite://{}", dir.join("sasnp.db").display()), None),
     }
@@ -65,7 +72,9 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     };
     tweak(&mut settings);
     let clock = FixedClock::new(default_now());
-    let app = Application::build_with_clock(settings, Arc::new(clock.clone())).await.expect("app builds");
+    let app = Application::build_with_clock(settings, Arc::new(clock.clone()))
+        .await
+        .expect("app builds");
     let port = app.port();
     let state = app.state();
     tokio::spawn(app.run_until_stopped());
@@ -99,7 +108,9 @@ impl TestApp {
         let (name, cpts) = (name.to_string(), cpts.map(str::to_string));
         self.state
             .db
-            .run(move |c| sasnp::store::accounts::create_or_reuse(c, &name, role, cpts.as_deref(), 0))
+            .run(move |c| {
+                sasnp::store::accounts::create_or_reuse(c, &name, role, cpts.as_deref(), 0)
+            })
             .await
             .unwrap()
             .1
@@ -126,7 +137,8 @@ impl Drop for TestApp {
         #[cfg(feature = "postgres")]
         if let Some((base, name)) = self.pg_cleanup.take() {
             if let Ok(mut admin) = diesel::PgConnection::establish(&base) {
-                let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+                let _ =
+                    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
             }
         }
     }
