@@ -147,7 +147,9 @@ pub fn aggregate(records: &[StoredRecordView<'_>], group_by: &[GroupBy]) -> Vec<
             .map(|g| match g {
                 GroupBy::Cpts => GroupValue::Cpts(r.cpts_id.to_string()),
                 GroupBy::Department => GroupValue::Department(r.department.trim().to_string()),
-                GroupBy::Region => GroupValue::Region(region_of_department(r.department).to_string()),
+                GroupBy::Region => {
+                    GroupValue::Region(region_of_department(r.department).to_string())
+                }
                 GroupBy::Period => GroupValue::Period(r.period_start, r.period_end),
                 GroupBy::Profession => GroupValue::Profession(r.profession.map(str::to_string)),
             })
@@ -178,7 +180,9 @@ pub fn aggregate(records: &[StoredRecordView<'_>], group_by: &[GroupBy]) -> Vec<
         .collect()
 }
 
-fn weighted_median(members: &[&StoredRecordView<'_>]) -> (Option<f64>, Option<DelayWeighting>, usize) {
+fn weighted_median(
+    members: &[&StoredRecordView<'_>],
+) -> (Option<f64>, Option<DelayWeighting>, usize) {
     let with_delay: Vec<&Indicators> = members
         .iter()
         .map(|r| r.indicators)
@@ -187,11 +191,14 @@ fn weighted_median(members: &[&StoredRecordView<'_>]) -> (Option<f64>, Option<De
     if with_delay.is_empty() {
         return (None, None, 0);
     }
-    let schemes: [(DelayWeighting, fn(&Indicators) -> Option<u64>); 2] = [
-        (DelayWeighting::ConsultationsDone, |i| i.consultations_done),
-        (DelayWeighting::RequestsHandled, |i| i.requests_handled),
-    ];
-    for (scheme, weight) in schemes {
+    for scheme in [
+        DelayWeighting::ConsultationsDone,
+        DelayWeighting::RequestsHandled,
+    ] {
+        let weight = |i: &Indicators| match scheme {
+            DelayWeighting::ConsultationsDone => i.consultations_done,
+            _ => i.requests_handled,
+        };
         let weights: Option<Vec<u64>> = with_delay.iter().map(|i| weight(i)).collect();
         if let Some(weights) = weights {
             let total: f64 = weights.iter().map(|&w| w as f64).sum();
@@ -206,7 +213,11 @@ fn weighted_median(members: &[&StoredRecordView<'_>]) -> (Option<f64>, Option<De
             }
         }
     }
-    let mean = with_delay.iter().filter_map(|i| i.median_delay_hours).sum::<f64>() / with_delay.len() as f64;
+    let mean = with_delay
+        .iter()
+        .filter_map(|i| i.median_delay_hours)
+        .sum::<f64>()
+        / with_delay.len() as f64;
     (Some(mean), Some(DelayWeighting::Equal), with_delay.len())
 }
 
@@ -221,9 +232,19 @@ pub fn to_csv(rows: &[AggregateRow], french: bool) -> Vec<u8> {
     }
     let mut w = csv::WriterBuilder::new()
         .delimiter(if french { b';' } else { b',' })
-        .terminator(if french { csv::Terminator::CRLF } else { csv::Terminator::Any(b'\n') })
+        .terminator(if french {
+            csv::Terminator::CRLF
+        } else {
+            csv::Terminator::Any(b'\n')
+        })
         .from_writer(out);
-    let name = |canonical: &str, fr: &str| if french { fr.to_string() } else { canonical.to_string() };
+    let name = |canonical: &str, fr: &str| {
+        if french {
+            fr.to_string()
+        } else {
+            canonical.to_string()
+        }
+    };
 
     let mut header: Vec<String> = Vec::new();
     for g in rows.first().map_or(&[][..], |r| &r.group[..]) {
@@ -241,23 +262,35 @@ pub fn to_csv(rows: &[AggregateRow], french: bool) -> Vec<u8> {
     header.push(name("records", "Lignes"));
     for ind in Indicator::COUNTS {
         header.push(name(ind.name(), ind.label_fr()));
-        header.push(name(&format!("{}_records", ind.name()), &format!("{} (lignes)", ind.label_fr())));
+        header.push(name(
+            &format!("{}_records", ind.name()),
+            &format!("{} (lignes)", ind.label_fr()),
+        ));
     }
     let delay = Indicator::MedianDelayHours;
     header.push(name(delay.name(), delay.label_fr()));
-    header.push(name("median_delay_hours_records", "Délai médian (h) (lignes)"));
+    header.push(name(
+        "median_delay_hours_records",
+        "Délai médian (h) (lignes)",
+    ));
     header.push(name("median_delay_weighting", "Pondération du délai"));
     // Writing into a Vec cannot fail.
     let _ = w.write_record(&header);
 
     let date = |d: &NaiveDate| {
-        if french { d.format("%d/%m/%Y").to_string() } else { d.to_string() }
+        if french {
+            d.format("%d/%m/%Y").to_string()
+        } else {
+            d.to_string()
+        }
     };
     for row in rows {
         let mut rec: Vec<String> = Vec::new();
         for g in &row.group {
             match g {
-                GroupValue::Cpts(s) | GroupValue::Department(s) | GroupValue::Region(s) => rec.push(s.clone()),
+                GroupValue::Cpts(s) | GroupValue::Department(s) | GroupValue::Region(s) => {
+                    rec.push(s.clone())
+                }
                 GroupValue::Period(a, b) => {
                     rec.push(date(a));
                     rec.push(date(b));
@@ -267,10 +300,18 @@ pub fn to_csv(rows: &[AggregateRow], french: bool) -> Vec<u8> {
         }
         rec.push(row.records.to_string());
         for s in row.counts {
-            rec.push(if s.records == 0 { String::new() } else { s.sum.to_string() });
+            rec.push(if s.records == 0 {
+                String::new()
+            } else {
+                s.sum.to_string()
+            });
             rec.push(s.records.to_string());
         }
-        rec.push(row.median_delay_hours.map(|v| format_decimal(v, french)).unwrap_or_default());
+        rec.push(
+            row.median_delay_hours
+                .map(|v| format_decimal(v, french))
+                .unwrap_or_default(),
+        );
         rec.push(row.median_delay_records.to_string());
         rec.push(
             row.median_delay_weighting
@@ -287,7 +328,11 @@ pub fn to_csv(rows: &[AggregateRow], french: bool) -> Vec<u8> {
 fn format_decimal(v: f64, french: bool) -> String {
     let s = format!("{v:.2}");
     let s = s.trim_end_matches('0').trim_end_matches('.');
-    if french { s.replace('.', ",") } else { s.to_string() }
+    if french {
+        s.replace('.', ",")
+    } else {
+        s.to_string()
+    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,10 @@ pub(crate) fn decode(bytes: &[u8]) -> String {
     }
     match std::str::from_utf8(bytes) {
         Ok(s) => s.to_string(),
-        Err(_) => encoding_rs::WINDOWS_1252.decode_without_bom_handling(bytes).0.into_owned(),
+        Err(_) => encoding_rs::WINDOWS_1252
+            .decode_without_bom_handling(bytes)
+            .0
+            .into_owned(),
     }
 }
 
@@ -51,14 +54,19 @@ fn split_number(raw: &str, decimal_comma: bool) -> Result<Option<RawNumber>, Cel
     let int_part = parts.next().unwrap_or("").to_string();
     let frac_part = parts.next().unwrap_or("").to_string();
     let digits_ok = |p: &str| p.chars().all(|c| c.is_ascii_digit());
-    if (int_part.is_empty() && frac_part.is_empty()) || !digits_ok(&int_part) || !digits_ok(&frac_part)
+    if (int_part.is_empty() && frac_part.is_empty())
+        || !digits_ok(&int_part)
+        || !digits_ok(&frac_part)
     {
         let hint = if decimal_comma {
             "un nombre est attendu (ex. 1 234 ou 4,5)"
         } else {
             "un nombre est attendu (ex. 1234 ou 4.5)"
         };
-        return Err((reason::NOT_A_NUMBER, format!("« {s} » n'est pas un nombre : {hint}")));
+        return Err((
+            reason::NOT_A_NUMBER,
+            format!("« {s} » n'est pas un nombre : {hint}"),
+        ));
     }
     Ok(Some(RawNumber {
         negative,
@@ -83,12 +91,21 @@ pub(crate) fn parse_count(raw: &str, decimal_comma: bool) -> Result<Option<u64>,
     if !is_zero(&n.frac_part) {
         return Err((
             reason::NOT_AN_INTEGER,
-            format!("« {s} » n'est pas un nombre entier : un comptage ne peut pas avoir de décimales"),
+            format!(
+                "« {s} » n'est pas un nombre entier : un comptage ne peut pas avoir de décimales"
+            ),
         ));
     }
-    let int_part = if n.int_part.is_empty() { "0" } else { &n.int_part };
+    let int_part = if n.int_part.is_empty() {
+        "0"
+    } else {
+        &n.int_part
+    };
     int_part.parse::<u64>().map(Some).map_err(|_| {
-        (reason::NOT_A_NUMBER, format!("« {s} » est trop grand pour un comptage"))
+        (
+            reason::NOT_A_NUMBER,
+            format!("« {s} » est trop grand pour un comptage"),
+        )
     })
 }
 
@@ -100,17 +117,31 @@ pub(crate) fn parse_decimal(raw: &str, decimal_comma: bool) -> Result<Option<f64
     let s = raw.trim();
     let text = format!(
         "{}.{}",
-        if n.int_part.is_empty() { "0" } else { &n.int_part },
-        if n.frac_part.is_empty() { "0" } else { &n.frac_part }
+        if n.int_part.is_empty() {
+            "0"
+        } else {
+            &n.int_part
+        },
+        if n.frac_part.is_empty() {
+            "0"
+        } else {
+            &n.frac_part
+        }
     );
     let v: f64 = text
         .parse()
         .map_err(|_| (reason::NOT_A_NUMBER, format!("« {s} » n'est pas un nombre")))?;
     if !v.is_finite() {
-        return Err((reason::NOT_A_NUMBER, format!("« {s} » n'est pas un nombre fini")));
+        return Err((
+            reason::NOT_A_NUMBER,
+            format!("« {s} » n'est pas un nombre fini"),
+        ));
     }
     if n.negative && v != 0.0 {
-        return Err((reason::NEGATIVE_NUMBER, format!("« {s} » est négatif : un délai est positif ou nul")));
+        return Err((
+            reason::NEGATIVE_NUMBER,
+            format!("« {s} » est négatif : un délai est positif ou nul"),
+        ));
     }
     Ok(Some(v))
 }
@@ -133,7 +164,9 @@ pub(crate) fn parse_date(raw: &str, style: DateStyle) -> Result<NaiveDate, CellE
     }
     let iso = || {
         let ok_shape = s.len() == 10 && s.as_bytes()[4] == b'-' && s.as_bytes()[7] == b'-';
-        ok_shape.then(|| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()).flatten()
+        ok_shape
+            .then(|| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
+            .flatten()
     };
     let french = || {
         let date_part = s
@@ -146,7 +179,9 @@ pub(crate) fn parse_date(raw: &str, style: DateStyle) -> Result<NaiveDate, CellE
                 if y.len() == 4
                     && (1..=2).contains(&d.len())
                     && (1..=2).contains(&m.len())
-                    && [d, m, y].iter().all(|p| p.chars().all(|c| c.is_ascii_digit())) =>
+                    && [d, m, y]
+                        .iter()
+                        .all(|p| p.chars().all(|c| c.is_ascii_digit())) =>
             {
                 NaiveDate::from_ymd_opt(y.parse().ok()?, m.parse().ok()?, d.parse().ok()?)
             }
@@ -162,7 +197,10 @@ pub(crate) fn parse_date(raw: &str, style: DateStyle) -> Result<NaiveDate, CellE
             DateStyle::Iso => "une date AAAA-MM-JJ est attendue (ex. 2026-09-30)",
             DateStyle::French => "une date JJ/MM/AAAA est attendue (ex. 30/09/2026)",
         };
-        (reason::INVALID_DATE, format!("« {s} » n'est pas une date valide : {expected}"))
+        (
+            reason::INVALID_DATE,
+            format!("« {s} » n'est pas une date valide : {expected}"),
+        )
     })
 }
 
@@ -210,7 +248,8 @@ pub(crate) fn parse_month(h: &str) -> Option<(NaiveDate, NaiveDate)> {
         let ok = y.len() == 4
             && (1..=2).contains(&m.len())
             && y.chars().chain(m.chars()).all(|c| c.is_ascii_digit());
-        ok.then(|| Some((y.parse().ok()?, m.parse().ok()?))).flatten()
+        ok.then(|| Some((y.parse().ok()?, m.parse().ok()?)))
+            .flatten()
     };
     let (year, month) = if let Some((y, m)) = s.split_once('-').and_then(|(y, m)| numeric(y, m)) {
         (y, m)
@@ -273,7 +312,10 @@ pub(crate) fn read_csv(text: &str, preferred: u8) -> (u8, Option<Row>, Vec<Row>)
     let delimiter = if candidates.iter().any(|&(d, n)| d == preferred && n == max) {
         preferred
     } else {
-        candidates.iter().find(|c| c.1 == max).map_or(preferred, |c| c.0)
+        candidates
+            .iter()
+            .find(|c| c.1 == max)
+            .map_or(preferred, |c| c.0)
     };
 
     let mut reader = csv::ReaderBuilder::new()
@@ -281,13 +323,31 @@ pub(crate) fn read_csv(text: &str, preferred: u8) -> (u8, Option<Row>, Vec<Row>)
         .has_headers(false)
         .flexible(true)
         .from_reader(text.as_bytes());
+    // The csv crate's own line count lags by one after a CRLF or a blank line (it counts
+    // the `\n` ending the previous record only when it reads the next one): lines are
+    // counted here from the record's byte offset, skipping the line breaks it starts with.
+    let bytes = text.as_bytes();
+    let newlines: Vec<usize> = bytes
+        .iter()
+        .enumerate()
+        .filter(|b| *b.1 == b'\n')
+        .map(|b| b.0)
+        .collect();
+    let line_at = |byte: usize| {
+        let start = byte
+            + bytes[byte.min(bytes.len())..]
+                .iter()
+                .take_while(|&&b| b == b'\r' || b == b'\n')
+                .count();
+        1 + newlines.partition_point(|&n| n < start)
+    };
     let mut rows = Vec::new();
     let mut record = csv::StringRecord::new();
     loop {
         match reader.read_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {
-                let line = record.position().map_or(0, |p| p.line() as usize);
+                let line = record.position().map_or(0, |p| line_at(p.byte() as usize));
                 let cells: Vec<String> = record.iter().map(|c| c.trim().to_string()).collect();
                 if cells.iter().all(String::is_empty) {
                     continue;
@@ -316,12 +376,30 @@ mod tests {
         assert_eq!(parse_count("", true), Ok(None));
         assert_eq!(parse_count(" NC ", true), Ok(None));
         assert_eq!(parse_count("-0", false), Ok(Some(0)));
-        assert_eq!(parse_count("-3", false).unwrap_err().0, reason::NEGATIVE_NUMBER);
-        assert_eq!(parse_count("12,5", true).unwrap_err().0, reason::NOT_AN_INTEGER);
-        assert_eq!(parse_count("12,5", false).unwrap_err().0, reason::NOT_A_NUMBER);
-        assert_eq!(parse_count("douze", true).unwrap_err().0, reason::NOT_A_NUMBER);
-        assert_eq!(parse_count("1e3", false).unwrap_err().0, reason::NOT_A_NUMBER);
-        assert_eq!(parse_count("99999999999999999999999", false).unwrap_err().0, reason::NOT_A_NUMBER);
+        assert_eq!(
+            parse_count("-3", false).unwrap_err().0,
+            reason::NEGATIVE_NUMBER
+        );
+        assert_eq!(
+            parse_count("12,5", true).unwrap_err().0,
+            reason::NOT_AN_INTEGER
+        );
+        assert_eq!(
+            parse_count("12,5", false).unwrap_err().0,
+            reason::NOT_A_NUMBER
+        );
+        assert_eq!(
+            parse_count("douze", true).unwrap_err().0,
+            reason::NOT_A_NUMBER
+        );
+        assert_eq!(
+            parse_count("1e3", false).unwrap_err().0,
+            reason::NOT_A_NUMBER
+        );
+        assert_eq!(
+            parse_count("99999999999999999999999", false).unwrap_err().0,
+            reason::NOT_A_NUMBER
+        );
     }
 
     #[test]
@@ -329,9 +407,18 @@ mod tests {
         assert_eq!(parse_decimal("4,5", true), Ok(Some(4.5)));
         assert_eq!(parse_decimal("4.5", true), Ok(Some(4.5)));
         assert_eq!(parse_decimal(",5", true), Ok(Some(0.5)));
-        assert_eq!(parse_decimal("4,5", false).unwrap_err().0, reason::NOT_A_NUMBER);
-        assert_eq!(parse_decimal("-1,5", true).unwrap_err().0, reason::NEGATIVE_NUMBER);
-        assert_eq!(parse_decimal(".", true).unwrap_err().0, reason::NOT_A_NUMBER);
+        assert_eq!(
+            parse_decimal("4,5", false).unwrap_err().0,
+            reason::NOT_A_NUMBER
+        );
+        assert_eq!(
+            parse_decimal("-1,5", true).unwrap_err().0,
+            reason::NEGATIVE_NUMBER
+        );
+        assert_eq!(
+            parse_decimal(".", true).unwrap_err().0,
+            reason::NOT_A_NUMBER
+        );
     }
 
     #[test]
@@ -341,10 +428,22 @@ mod tests {
         assert_eq!(parse_date("01/09/2026", DateStyle::French), Ok(d));
         assert_eq!(parse_date("1/9/2026 00:00", DateStyle::French), Ok(d));
         assert_eq!(parse_date("2026-09-01", DateStyle::French), Ok(d));
-        assert_eq!(parse_date("01/09/2026", DateStyle::Iso).unwrap_err().0, reason::INVALID_DATE);
-        assert_eq!(parse_date("01/09/26", DateStyle::French).unwrap_err().0, reason::INVALID_DATE);
-        assert_eq!(parse_date("31/02/2026", DateStyle::French).unwrap_err().0, reason::INVALID_DATE);
-        assert_eq!(parse_date(" ", DateStyle::French).unwrap_err().0, reason::MISSING_VALUE);
+        assert_eq!(
+            parse_date("01/09/2026", DateStyle::Iso).unwrap_err().0,
+            reason::INVALID_DATE
+        );
+        assert_eq!(
+            parse_date("01/09/26", DateStyle::French).unwrap_err().0,
+            reason::INVALID_DATE
+        );
+        assert_eq!(
+            parse_date("31/02/2026", DateStyle::French).unwrap_err().0,
+            reason::INVALID_DATE
+        );
+        assert_eq!(
+            parse_date(" ", DateStyle::French).unwrap_err().0,
+            reason::MISSING_VALUE
+        );
     }
 
     #[test]
@@ -353,7 +452,10 @@ mod tests {
         assert_eq!(parse_profession("Infirmière"), Ok(Some("60".into())));
         assert_eq!(parse_profession("Tous"), Ok(None));
         assert_eq!(parse_profession("").unwrap(), None);
-        assert_eq!(parse_profession("999").unwrap_err().0, reason::INVALID_PROFESSION);
+        assert_eq!(
+            parse_profession("999").unwrap_err().0,
+            reason::INVALID_PROFESSION
+        );
     }
 
     #[test]
@@ -366,10 +468,32 @@ mod tests {
         assert_eq!(parse_month("09/2026"), Some(sept));
         assert_eq!(parse_month("sept-26"), Some(sept));
         assert_eq!(parse_month("Septembre 2026"), Some(sept));
-        assert_eq!(parse_month("2028-02").unwrap().1, NaiveDate::from_ymd_opt(2028, 2, 29).unwrap());
-        assert_eq!(parse_month("2026-12").unwrap().1, NaiveDate::from_ymd_opt(2026, 12, 31).unwrap());
+        assert_eq!(
+            parse_month("2028-02").unwrap().1,
+            NaiveDate::from_ymd_opt(2028, 2, 29).unwrap()
+        );
+        assert_eq!(
+            parse_month("2026-12").unwrap().1,
+            NaiveDate::from_ymd_opt(2026, 12, 31).unwrap()
+        );
         assert_eq!(parse_month("2026-13"), None);
         assert_eq!(parse_month("total"), None);
+    }
+
+    #[test]
+    fn csv_lines_are_physical_lines_with_crlf_and_blank_lines() {
+        for text in [
+            "a;b\r\n1;2\r\n\r\n3;4\r\n",
+            "a;b\n1;2\n\n3;4\n",
+            "\na;b\n1;2\n\n3;4",
+        ] {
+            let (d, header, rows) = read_csv(text, b',');
+            assert_eq!(d, b';');
+            let offset = usize::from(text.starts_with('\n'));
+            assert_eq!(header.unwrap().line, 1 + offset, "{text:?}");
+            let lines: Vec<usize> = rows.iter().map(|r| r.line).collect();
+            assert_eq!(lines, vec![2 + offset, 4 + offset], "{text:?}");
+        }
     }
 
     #[test]

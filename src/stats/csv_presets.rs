@@ -66,7 +66,11 @@ impl FlatPreset {
         names
     }
     fn display(&self, f: Field) -> &'static str {
-        if self.french { f.label_fr() } else { f.canonical() }
+        if self.french {
+            f.label_fr()
+        } else {
+            f.canonical()
+        }
     }
     fn lookup(&self, header: &str) -> Option<Field> {
         let key = cells::header_key(header);
@@ -107,7 +111,11 @@ fn parse_flat(bytes: &[u8], preset: &FlatPreset) -> Parsed {
         return empty_file();
     };
     let decimal_comma = preset.french || delimiter != b',';
-    let date_style = if preset.french { DateStyle::French } else { DateStyle::Iso };
+    let date_style = if preset.french {
+        DateStyle::French
+    } else {
+        DateStyle::Iso
+    };
 
     let mut out = Parsed::default();
 
@@ -172,8 +180,7 @@ fn parse_flat(bytes: &[u8], preset: &FlatPreset) -> Parsed {
             hl,
             None,
             reason::MISSING_COLUMN,
-            "l'en-tête ne contient aucune colonne d'indicateur (ex. « "
-                .to_string()
+            "l'en-tête ne contient aucune colonne d'indicateur (ex. « ".to_string()
                 + preset.display(Field::Ind(Indicator::RequestsReceived))
                 + " »)",
         ));
@@ -231,9 +238,12 @@ fn parse_flat(bytes: &[u8], preset: &FlatPreset) -> Parsed {
                 }
             };
             let col = header.cells[i].as_str();
-            origin.cells.insert(field.canonical(), (row.line, col.to_string()));
+            origin
+                .cells
+                .insert(field.canonical(), (row.line, col.to_string()));
             let mut report = |(code, msg): (&str, String)| {
-                out.problems.push(Problem::error(line, Some(col), code, msg));
+                out.problems
+                    .push(Problem::error(line, Some(col), code, msg));
             };
             match field {
                 Field::Cpts if cell.is_empty() => report((
@@ -415,7 +425,11 @@ pub(crate) fn parse_mensuel_large(bytes: &[u8]) -> Parsed {
         let cell = |i: usize| row.cells.get(i).map_or("", String::as_str);
         let mut row_ok = true;
 
-        if let Some(i) = (0..row.cells.len()).find(|&i| !known_cols.contains(&i) && !cell(i).is_empty()) {
+        // Unknown named columns were reported with the header; data under no header is reported here.
+        let unnamed = |i: usize| header.cells.get(i).is_none_or(|h| h.is_empty());
+        if let Some(i) = (0..row.cells.len())
+            .find(|&i| !known_cols.contains(&i) && unnamed(i) && !cell(i).is_empty())
+        {
             out.problems.push(Problem::error(
                 line,
                 header.cells.get(i).map(|h| column_name(h, i)).as_deref(),
@@ -438,7 +452,12 @@ pub(crate) fn parse_mensuel_large(bytes: &[u8]) -> Parsed {
             Some(Ok(p)) => p,
             Some(Err((code, msg))) => {
                 row_ok = false;
-                out.problems.push(Problem::error(line, Some(&header.cells[prof_col.unwrap_or(0)]), code, msg));
+                out.problems.push(Problem::error(
+                    line,
+                    Some(&header.cells[prof_col.unwrap_or(0)]),
+                    code,
+                    msg,
+                ));
                 None
             }
         };
@@ -454,8 +473,15 @@ pub(crate) fn parse_mensuel_large(bytes: &[u8]) -> Parsed {
             out.problems.push(Problem::error(
                 line,
                 Some(&header.cells[ind_col]),
-                if label.is_empty() { reason::MISSING_VALUE } else { reason::UNKNOWN_INDICATOR },
-                format!("indicateur « {label} » inconnu ; indicateurs attendus : {}", known.join(", ")),
+                if label.is_empty() {
+                    reason::MISSING_VALUE
+                } else {
+                    reason::UNKNOWN_INDICATOR
+                },
+                format!(
+                    "indicateur « {label} » inconnu ; indicateurs attendus : {}",
+                    known.join(", ")
+                ),
             ));
             continue;
         };
@@ -508,11 +534,14 @@ pub(crate) fn parse_mensuel_large(bytes: &[u8]) -> Parsed {
                     } else {
                         ind.median_delay_hours = delay;
                     }
-                    origin.cells.insert(indicator.name(), (row.line, col.to_string()));
+                    origin
+                        .cells
+                        .insert(indicator.name(), (row.line, col.to_string()));
                 }
                 Err((code, msg)) => {
                     block.months.entry(mi).or_insert_with(entry).2 = true;
-                    out.problems.push(Problem::error(line, Some(col), code, msg));
+                    out.problems
+                        .push(Problem::error(line, Some(col), code, msg));
                 }
             }
         }
@@ -520,8 +549,10 @@ pub(crate) fn parse_mensuel_large(bytes: &[u8]) -> Parsed {
 
     for block in blocks {
         for (mi, (indicators, mut origin, partial)) in block.months {
-            let &(_, period_start, period_end) =
-                months.iter().find(|m| m.0 == mi).expect("month column of the header");
+            let &(_, period_start, period_end) = months
+                .iter()
+                .find(|m| m.0 == mi)
+                .expect("month column of the header");
             let col = header.cells[mi].clone();
             for f in ["cpts_id", "period_start", "period_end", "profession"] {
                 origin.cells.insert(f, (block.first_line, col.clone()));

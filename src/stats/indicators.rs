@@ -146,7 +146,10 @@ impl Indicators {
     pub const LABELS_FR: [(&'static str, &'static str); 11] = [
         ("requests_received", "Demandes reçues"),
         ("requests_handled", "Demandes prises en charge"),
-        ("requests_from_regulation", "Dont orientées par la régulation"),
+        (
+            "requests_from_regulation",
+            "Dont orientées par la régulation",
+        ),
         ("consultations_done", "Consultations réalisées"),
         ("redirected_emergency", "Réorientations urgences"),
         ("redirected_other", "Autres réorientations"),
@@ -194,7 +197,8 @@ impl Indicators {
 
     /// `true` when no indicator at all is present.
     pub fn is_empty(&self) -> bool {
-        self.median_delay_hours.is_none() && Indicator::COUNTS.iter().all(|&i| self.count(i).is_none())
+        self.median_delay_hours.is_none()
+            && Indicator::COUNTS.iter().all(|&i| self.count(i).is_none())
     }
 }
 

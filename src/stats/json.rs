@@ -34,7 +34,9 @@ pub(crate) fn parse(bytes: &[u8]) -> Parsed {
                     None,
                     Some(key),
                     reason::UNKNOWN_COLUMN,
-                    format!("clé « {key} » inconnue au premier niveau ; seule « records » est attendue"),
+                    format!(
+                        "clé « {key} » inconnue au premier niveau ; seule « records » est attendue"
+                    ),
                 ));
             }
             match obj.remove("records") {
@@ -113,7 +115,11 @@ pub(crate) fn parse(bytes: &[u8]) -> Parsed {
                         Value::Null => Ok(String::new()),
                         Value::String(s) => Ok(s.clone()),
                         Value::Number(n) => Ok(n.to_string()),
-                        _ => Err((reason::INVALID_PROFESSION, "la profession doit être un code TRE_G15 (chaîne, ex. \"10\")".to_string())),
+                        _ => Err((
+                            reason::INVALID_PROFESSION,
+                            "la profession doit être un code TRE_G15 (chaîne, ex. \"10\")"
+                                .to_string(),
+                        )),
                     };
                     match text.and_then(|t| cells::parse_profession(&t)) {
                         Ok(p) => profession = p,
@@ -138,7 +144,13 @@ pub(crate) fn parse(bytes: &[u8]) -> Parsed {
             match obj.get(key) {
                 Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
                 None | Some(Value::Null) => {
-                    report(key, (reason::MISSING_VALUE, format!("la clé obligatoire « {key} » est absente ou vide")));
+                    report(
+                        key,
+                        (
+                            reason::MISSING_VALUE,
+                            format!("la clé obligatoire « {key} » est absente ou vide"),
+                        ),
+                    );
                     None
                 }
                 Some(Value::String(_)) => {
@@ -146,7 +158,13 @@ pub(crate) fn parse(bytes: &[u8]) -> Parsed {
                     None
                 }
                 Some(other) => {
-                    report(key, (reason::INVALID_JSON, format!("« {key} » doit être une chaîne, pas {other}")));
+                    report(
+                        key,
+                        (
+                            reason::INVALID_JSON,
+                            format!("« {key} » doit être une chaîne, pas {other}"),
+                        ),
+                    );
                     None
                 }
             }
@@ -155,13 +173,19 @@ pub(crate) fn parse(bytes: &[u8]) -> Parsed {
         let start = text_field("period_start");
         let end = text_field("period_end");
         let mut date = |key: &str, raw: Option<String>| {
-            raw.and_then(|s| cells::parse_date(&s, DateStyle::Iso).map_err(|e| report(key, e)).ok())
+            raw.and_then(|s| {
+                cells::parse_date(&s, DateStyle::Iso)
+                    .map_err(|e| report(key, e))
+                    .ok()
+            })
         };
         let period_start = date("period_start", start);
         let period_end = date("period_end", end);
 
         out.problems.append(&mut problems);
-        if let (Some(cpts_id), Some(period_start), Some(period_end)) = (cpts_id, period_start, period_end) {
+        if let (Some(cpts_id), Some(period_start), Some(period_end)) =
+            (cpts_id, period_start, period_end)
+        {
             let record = StatRecord {
                 cpts_id,
                 period_start,
@@ -184,11 +208,22 @@ fn json_count(v: &Value) -> Result<Option<u64>, cells::CellError> {
             if let Some(u) = n.as_u64() {
                 Ok(Some(u))
             } else if n.as_i64().is_some_and(|i| i < 0) || n.as_f64().is_some_and(|f| f < 0.0) {
-                Err((reason::NEGATIVE_NUMBER, format!("{n} est négatif : un comptage est un entier positif ou nul")))
-            } else if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && *f < u64::MAX as f64) {
+                Err((
+                    reason::NEGATIVE_NUMBER,
+                    format!("{n} est négatif : un comptage est un entier positif ou nul"),
+                ))
+            } else if let Some(f) = n
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && *f < u64::MAX as f64)
+            {
                 Ok(Some(f as u64))
             } else {
-                Err((reason::NOT_AN_INTEGER, format!("{n} n'est pas un nombre entier : un comptage ne peut pas avoir de décimales")))
+                Err((
+                    reason::NOT_AN_INTEGER,
+                    format!(
+                        "{n} n'est pas un nombre entier : un comptage ne peut pas avoir de décimales"
+                    ),
+                ))
             }
         }
         other => Err((reason::NOT_A_NUMBER, format!("{other} n'est pas un nombre"))),
@@ -200,9 +235,15 @@ fn json_decimal(v: &Value) -> Result<Option<f64>, cells::CellError> {
         Value::Null => Ok(None),
         Value::String(s) => cells::parse_decimal(s, false),
         Value::Number(n) => match n.as_f64() {
-            Some(f) if f < 0.0 => Err((reason::NEGATIVE_NUMBER, format!("{n} est négatif : un délai est positif ou nul"))),
+            Some(f) if f < 0.0 => Err((
+                reason::NEGATIVE_NUMBER,
+                format!("{n} est négatif : un délai est positif ou nul"),
+            )),
             Some(f) if f.is_finite() => Ok(Some(f)),
-            _ => Err((reason::NOT_A_NUMBER, format!("{n} n'est pas un nombre fini"))),
+            _ => Err((
+                reason::NOT_A_NUMBER,
+                format!("{n} n'est pas un nombre fini"),
+            )),
         },
         other => Err((reason::NOT_A_NUMBER, format!("{other} n'est pas un nombre"))),
     }

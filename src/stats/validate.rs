@@ -17,7 +17,10 @@ pub const MAX_PLAUSIBLE_DELAY_HOURS: f64 = 168.0;
 /// Checks every record and the file as a whole (duplicate keys, overlapping periods).
 /// `line` is the record's line; `column` is the canonical field name concerned.
 pub fn validate(records: &[StatRecord]) -> Vec<Problem> {
-    validate_indexed(records).into_iter().map(|(_, p)| p).collect()
+    validate_indexed(records)
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect()
 }
 
 fn label(i: Indicator) -> String {
@@ -70,7 +73,11 @@ pub(crate) fn validate_indexed(records: &[StatRecord]) -> Vec<(usize, Problem)> 
             if let (Some(s), Some(b)) = (c(small), c(big))
                 && s > b
             {
-                let msg = format!("{} = {s} dépasse {} = {b} : {why}", label(small), label(big));
+                let msg = format!(
+                    "{} = {s} dépasse {} = {b} : {why}",
+                    label(small),
+                    label(big)
+                );
                 let p = if error {
                     Problem::error(line, Some(small.name()), code, msg)
                 } else {
@@ -111,13 +118,22 @@ pub(crate) fn validate_indexed(records: &[StatRecord]) -> Vec<(usize, Problem)> 
             "possible si des demandes d'une période précédente ont été vues sur celle-ci ; sinon, vérifiez les comptages",
         );
         if !consultations_flagged && let Some(handled) = c(RequestsHandled) {
-            let outcomes = [ConsultationsDone, RedirectedEmergency, RedirectedOther, NoShows];
-            let given: Vec<(Indicator, u64)> =
-                outcomes.iter().filter_map(|&i| c(i).map(|v| (i, v))).collect();
+            let outcomes = [
+                ConsultationsDone,
+                RedirectedEmergency,
+                RedirectedOther,
+                NoShows,
+            ];
+            let given: Vec<(Indicator, u64)> = outcomes
+                .iter()
+                .filter_map(|&i| c(i).map(|v| (i, v)))
+                .collect();
             let total: u64 = given.iter().map(|g| g.1).fold(0, u64::saturating_add);
             if total > handled {
-                let parts: Vec<String> =
-                    given.iter().map(|(i, v)| format!("{} {v}", i.label_fr())).collect();
+                let parts: Vec<String> = given
+                    .iter()
+                    .map(|(i, v)| format!("{} {v}", i.label_fr()))
+                    .collect();
                 push(Problem::warning(
                     line,
                     Some(RequestsHandled.name()),
@@ -189,7 +205,10 @@ fn file_rules(records: &[StatRecord], out: &mut Vec<(usize, Problem)>) {
                                 b.cpts_id,
                                 b.period_start.format("%d/%m/%Y"),
                                 b.period_end.format("%d/%m/%Y"),
-                                b.profession.as_deref().map(|p| format!(" et la profession {p}")).unwrap_or_default(),
+                                b.profession
+                                    .as_deref()
+                                    .map(|p| format!(" et la profession {p}"))
+                                    .unwrap_or_default(),
                                 a.line
                             ),
                         ),
@@ -218,10 +237,9 @@ fn file_rules(records: &[StatRecord], out: &mut Vec<(usize, Problem)>) {
                 }
             }
             if b.profession.is_none()
-                && let Some(a) = idxs
-                    .iter()
-                    .map(|&i| &records[i])
-                    .find(|a| a.profession.is_some() && a.period_end >= a.period_start && overlaps(a, b))
+                && let Some(a) = idxs.iter().map(|&i| &records[i]).find(|a| {
+                    a.profession.is_some() && a.period_end >= a.period_start && overlaps(a, b)
+                })
             {
                 out.push((
                     j,
@@ -249,7 +267,13 @@ mod tests {
     use crate::stats::Indicators;
     use chrono::NaiveDate;
 
-    fn rec(line: usize, start: (u32, u32), end: (u32, u32), prof: Option<&str>, ind: Indicators) -> StatRecord {
+    fn rec(
+        line: usize,
+        start: (u32, u32),
+        end: (u32, u32),
+        prof: Option<&str>,
+        ind: Indicators,
+    ) -> StatRecord {
         StatRecord {
             cpts_id: "cpts-a".into(),
             period_start: NaiveDate::from_ymd_opt(2026, start.0, start.1).unwrap(),
@@ -261,7 +285,9 @@ mod tests {
     }
 
     fn reasons(ps: &[Problem]) -> Vec<(&str, Option<usize>, bool)> {
-        ps.iter().map(|p| (p.reason.as_str(), p.line, p.is_error())).collect()
+        ps.iter()
+            .map(|p| (p.reason.as_str(), p.line, p.is_error()))
+            .collect()
     }
 
     #[test]
@@ -299,7 +325,10 @@ mod tests {
             ..Default::default()
         };
         let ps = validate(&[rec(3, (9, 1), (9, 30), None, ind)]);
-        assert_eq!(reasons(&ps), vec![(reason::OUTCOMES_EXCEED_HANDLED, Some(3), false)]);
+        assert_eq!(
+            reasons(&ps),
+            vec![(reason::OUTCOMES_EXCEED_HANDLED, Some(3), false)]
+        );
         assert!(ps[0].message.contains("total 51"), "{}", ps[0].message);
     }
 
@@ -325,7 +354,16 @@ mod tests {
             ]
         );
         // 366 days (2028 is a leap year) is still one year.
-        let mut leap = rec(5, (1, 1), (1, 1), None, Indicators { requests_received: Some(1), ..Default::default() });
+        let mut leap = rec(
+            5,
+            (1, 1),
+            (1, 1),
+            None,
+            Indicators {
+                requests_received: Some(1),
+                ..Default::default()
+            },
+        );
         leap.period_start = NaiveDate::from_ymd_opt(2028, 1, 1).unwrap();
         leap.period_end = NaiveDate::from_ymd_opt(2028, 12, 31).unwrap();
         assert_eq!(validate(&[leap]), vec![]);
