@@ -732,3 +732,40 @@ fn parsed_upload_aggregates_end_to_end() {
     let expected = (19.5 * 1065.0 + 4.75 * 90.0) / 1155.0;
     assert!((rows[1].median_delay_hours.unwrap() - expected).abs() < 1e-9);
 }
+
+#[test]
+fn json_schema_lists_exactly_the_canonical_fields() {
+    let path = format!("{}/docs/stats-schema.json", env!("CARGO_MANIFEST_DIR"));
+    let schema: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    assert_eq!(
+        schema["$schema"],
+        "https://json-schema.org/draft/2020-12/schema"
+    );
+    let mut props: Vec<&str> = schema["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    props.sort_unstable();
+    let mut expected: Vec<&str> = ["cpts_id", "period_start", "period_end", "profession"]
+        .into_iter()
+        .chain(Indicators::NAMES)
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(props, expected);
+    assert_eq!(
+        schema["anyOf"].as_array().unwrap().len(),
+        Indicators::NAMES.len()
+    );
+    // A parsed record serialises to keys the schema knows.
+    let records = parse_upload(
+        Preset::Canonical,
+        UploadType::Json,
+        &fixture("canonical.json"),
+    )
+    .unwrap();
+    for key in records[0].to_canonical_json().as_object().unwrap().keys() {
+        assert!(expected.contains(&key.as_str()), "{key}");
+    }
+}

@@ -447,17 +447,13 @@ pub(crate) fn parse_mensuel_large(bytes: &[u8]) -> Parsed {
                 "l'identifiant de la CPTS est vide",
             ));
         }
-        let profession = match prof_col.map(|i| cells::parse_profession(cell(i))) {
-            None | Some(Ok(None)) => None,
-            Some(Ok(p)) => p,
-            Some(Err((code, msg))) => {
+        let profession = match prof_col.map(|i| (i, cells::parse_profession(cell(i)))) {
+            None => None,
+            Some((_, Ok(p))) => p,
+            Some((i, Err((code, msg)))) => {
                 row_ok = false;
-                out.problems.push(Problem::error(
-                    line,
-                    Some(&header.cells[prof_col.unwrap_or(0)]),
-                    code,
-                    msg,
-                ));
+                out.problems
+                    .push(Problem::error(line, Some(&header.cells[i]), code, msg));
                 None
             }
         };
