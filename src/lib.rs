@@ -11,4 +11,5 @@ pub mod geo;
 pub mod http;
 pub mod index;
 pub mod startup;
+pub mod stats;
 pub mod store;
