@@ -651,3 +651,170 @@ fn report_serializes_for_coordinators() {
     assert_eq!(v["updated"], 0);
     let _ = Utc.timestamp_opt(0, 0);
 }
+
+// ------------------------------------------------------------------------------------------
+// SMART Scheduling Links
+// ------------------------------------------------------------------------------------------
+
+const SSL: &str = "smart-scheduling-links/examples";
+
+/// locations + schedules + both slot weeks, as one stream (the files lack a final newline).
+fn smart_example() -> Vec<String> {
+    let mut lines = Vec::new();
+    for f in [
+        "locations.ndjson",
+        "schedules.ndjson",
+        "slots-2021-W09.ndjson",
+        "slots-2021-W10.ndjson",
+    ] {
+        let text = String::from_utf8(read_spec(&format!("{SSL}/{f}"))).unwrap();
+        lines.extend(
+            text.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_string),
+        );
+    }
+    lines
+}
+
+#[test]
+fn smart_manifest_parses() {
+    let m =
+        sasnp::ingest::smart::parse_manifest(&read_spec(&format!("{SSL}/$bulk-publish"))).unwrap();
+    assert_eq!(m.transaction_time, utc("2021-04-22T14:28:21.582Z"));
+    assert_eq!(m.outputs.len(), 7);
+    assert_eq!(m.urls("Slot").count(), 5);
+    assert_eq!(m.outputs[2].states, vec!["MA".to_string()]);
+    let order = m.fetch_order();
+    assert!(order[0].ends_with("locations.ndjson") && order[1].ends_with("schedules.ndjson"));
+    let e = sasnp::ingest::smart::parse_manifest(br#"{"output":[]}"#).unwrap_err();
+    assert!(e.to_string().contains("transactionTime"), "{e}");
+    let e = sasnp::ingest::smart::parse_manifest(br#"{"transactionTime":"yesterday","output":[]}"#)
+        .unwrap_err();
+    assert_eq!(e.code(), "unexpected_document");
+}
+
+/// The SMART example is in Massachusetts, addresses only: its US ZIP codes read as postcodes
+/// of departments 01/02, so all 140 slots are `outside_region`.
+#[test]
+fn smart_example_outside_region_is_rejected_exactly() {
+    let body = smart_example().join("\n");
+    let out = run(FeedFormat::SmartSl, body.as_bytes(), "2021-02-28T00:00:00Z");
+    assert_eq!(out.report.received, 140);
+    assert_eq!(
+        out.report.rejected_for(reason::OUTSIDE_REGION),
+        140,
+        "{:#?}",
+        out.report
+    );
+    assert_eq!(out.report.accepted, 0);
+    let ex = &out.report.examples[reason::OUTSIDE_REGION][0];
+    assert_eq!(ex.line, Some(21)); // 10 locations + 10 schedules, then the first slot
+    assert_eq!(ex.resource.as_deref(), Some("Slot/20"));
+}
+
+/// The same stream with each clinic moved into a Pays de la Loire town (position added) and
+/// the lines shuffled: every slot is accepted with its SMART extensions.
+#[test]
+fn smart_example_relocated_in_any_order() {
+    let towns = sasnp::ingest::sample::TOWNS;
+    let mut lines: Vec<String> = smart_example()
+        .into_iter()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(&l).unwrap();
+            if v["resourceType"] == "Location" {
+                let i: usize = v["id"].as_str().unwrap().parse().unwrap();
+                v["position"] =
+                    json!({"latitude": towns[i].lat + 0.001, "longitude": towns[i].lon});
+            }
+            serde_json::to_string(&v).unwrap()
+        })
+        .collect();
+    lines.reverse(); // slots first, locations last
+    let body = lines.join("\r\n") + "\r\n\r\n";
+    let out = run(FeedFormat::SmartSl, body.as_bytes(), "2021-02-28T00:00:00Z");
+    assert_eq!(out.report.accepted, 140, "{:#?}", out.report);
+    assert_eq!(out.feed.places.len(), 10);
+    assert!(
+        out.feed
+            .places
+            .iter()
+            .all(|p| p.precision == LocationPrecision::Exact)
+    );
+    let s = out
+        .feed
+        .slots
+        .iter()
+        .find(|s| s.external_id == "20")
+        .unwrap();
+    assert_eq!(s.place_key, "Location/0");
+    assert_eq!(s.capacity, 100);
+    assert_eq!(
+        s.booking_url.as_deref(),
+        Some("https://ehr-portal.example.org/bookings?slot=1000000")
+    );
+    assert_eq!(s.booking_phone.as_deref(), Some("0000000000"));
+    assert_eq!(s.start, utc("2021-03-01T14:00:00Z"));
+    assert_eq!(s.end, utc("2021-03-01T23:00:00Z"));
+    assert_eq!(s.modality, Modality::Ambulatory);
+    let boston = out
+        .feed
+        .places
+        .iter()
+        .find(|p| p.key == "Location/0")
+        .unwrap();
+    assert_eq!(boston.insee.as_ref().unwrap().as_str(), towns[0].insee);
+    assert_eq!(boston.name.as_deref(), Some("SMART Vaccine Clinic Boston"));
+    // The US address disagrees with the position but names no commune: no mismatch warning.
+    assert!(out.report.warnings.is_empty(), "{:#?}", out.report.warnings);
+}
+
+#[test]
+fn smart_practitioner_role_schedules() {
+    let body = [
+        json!({"resourceType":"Schedule","id":"s1","actor":[{"reference":"Location/l1"},{"reference":"PractitionerRole/r1"}]}),
+        json!({"resourceType":"PractitionerRole","id":"r1","practitioner":{"reference":"Practitioner/p1","display":"Dr Anne Morin","identifier":{"system":"urn:oid:1.2.250.1.71.4.2.1","value":"10101010101"}},
+               "code":[{"coding":[{"system":"https://mos.esante.gouv.fr/NOS/TRE_G15-ProfessionSante/FHIR/TRE-G15-ProfessionSante","code":"10"}]}],
+               "specialty":[{"coding":[{"code":"SM54"}]}],"telecom":[{"system":"phone","value":"02 41 00 00 00"}]}),
+        json!({"resourceType":"Location","id":"l1","name":"Cabinet","address":{"postalCode":"49100","city":"Angers"}}),
+        json!({"resourceType":"Slot","id":"x","schedule":{"reference":"Schedule/s1"},"status":"busy-tentative","start":"2026-03-10T10:00:00+01:00","end":"2026-03-10T10:15:00+01:00"}),
+    ]
+    .iter()
+    .map(|v| v.to_string())
+    .collect::<Vec<_>>()
+    .join("\n");
+    let out = run(FeedFormat::SmartSl, body.as_bytes(), NOW);
+    assert_eq!(out.report.accepted, 1, "{:#?}", out.report);
+    let s = &out.feed.slots[0];
+    assert_eq!(s.status, FeedStatus::Busy);
+    let p = s.practitioner.as_ref().unwrap();
+    assert_eq!(p.national_id.as_deref(), Some("810101010101"));
+    assert_eq!(p.name.as_deref(), Some("Dr Anne Morin"));
+    assert_eq!(p.profession.as_deref(), Some("10"));
+    assert_eq!(p.specialty.as_deref(), Some("SM54"));
+    assert_eq!(s.booking_phone.as_deref(), Some("+33241000000"));
+    assert_eq!(out.feed.places[0].precision, LocationPrecision::Commune);
+}
+
+#[test]
+fn smart_malformed_lines() {
+    let resolver = SampleResolver::default();
+    let ctx = IngestContext::new(utc(NOW), &resolver);
+    let body =
+        "{\"resourceType\":\"Location\",\"id\":\"1\"}\n\n{\"resourceType\":\"Slot\",\"id\":\"a\",";
+    let e = ingest(FeedFormat::SmartSl, body.as_bytes(), &ctx).unwrap_err();
+    assert_eq!(e.line(), Some(3), "{e}");
+    assert!(e.to_string().starts_with("line 3, column"), "{e}");
+    let e = ingest(FeedFormat::SmartSl, b"{\"a\":1}\n\xff\n", &ctx).unwrap_err();
+    assert_eq!(e.line(), Some(2), "{e}");
+    // Valid JSON, wrong shape: one rejection, named by line.
+    let body = "{\"resourceType\":\"Slot\",\"id\":\"a\",\"start\":5}\n{\"resourceType\":\"Schedule\",\"id\":\"s\",\"actor\":7}";
+    let out = ingest(FeedFormat::SmartSl, body.as_bytes(), &ctx).unwrap();
+    assert_eq!(out.report.rejected_for(reason::INVALID_VALUE), 1);
+    assert_eq!(out.report.examples[reason::INVALID_VALUE][0].line, Some(1));
+    assert_eq!(out.report.warnings_for(reason::INVALID_RESOURCE), 1);
+    assert_eq!(
+        out.report.examples[reason::INVALID_RESOURCE][0].line,
+        Some(2)
+    );
+}

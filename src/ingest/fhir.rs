@@ -144,7 +144,11 @@ pub fn ingest_bundle(bytes: &[u8], ctx: &IngestContext<'_>) -> Result<IngestOutc
             }
         }
     }
-    emit_slots(&graph, slots, &mut norm);
+    norm.reserve(slots.len());
+    let mut emitter = SlotEmitter::default();
+    for (slot, line) in slots {
+        emitter.emit(&graph, slot, line, &mut norm);
+    }
     let (feed, report, removed_ids) = norm.finish();
     Ok(IngestOutcome {
         feed,
@@ -217,16 +221,22 @@ struct ScheduleCtx {
     phone: Option<String>,
 }
 
-/// Resolves and normalises slots against the graph (shared by SAS bundles and SMART SL).
-pub(crate) fn emit_slots<'v>(
-    graph: &Graph<'v>,
-    slots: Vec<(Resource<'v>, Option<usize>)>,
-    norm: &mut Normalizer<'_, 'v>,
-) {
-    norm.reserve(slots.len());
-    let mut schedules: HashMap<usize, ScheduleCtx> = HashMap::new();
-    let mut services: HashMap<usize, Result<Structure, Rejection>> = HashMap::new();
-    for (mut slot, line) in slots {
+/// Resolves and normalises slots against a complete graph (shared by SAS bundles and SMART
+/// SL), caching what every slot of a Schedule or HealthcareService shares.
+#[derive(Default)]
+pub(crate) struct SlotEmitter {
+    schedules: HashMap<usize, ScheduleCtx>,
+    services: HashMap<usize, Result<Structure, Rejection>>,
+}
+
+impl SlotEmitter {
+    pub fn emit<'v>(
+        &mut self,
+        graph: &Graph<'v>,
+        mut slot: Resource<'v>,
+        line: Option<usize>,
+        norm: &mut Normalizer<'_, 'v>,
+    ) {
         let id = slot.id.take().map(|s| s.0);
         let ctx = match slot.schedule.as_ref().and_then(|r| r.reference.as_deref()) {
             None => Err(Rejection::new(
@@ -234,7 +244,8 @@ pub(crate) fn emit_slots<'v>(
                 "no Slot.schedule reference",
             )),
             Some(r) => match graph.get(r) {
-                Some((i, s)) if s.resource_type.as_deref() == Some("Schedule") => Ok(schedules
+                Some((i, s)) if s.resource_type.as_deref() == Some("Schedule") => Ok(self
+                    .schedules
                     .entry(i)
                     .or_insert_with(|| schedule_ctx(graph, s, norm))
                     .clone()),
@@ -262,7 +273,7 @@ pub(crate) fn emit_slots<'v>(
             &slot,
             &mut d,
             graph,
-            &mut services,
+            &mut self.services,
             norm,
             line,
             at_id.as_deref().unwrap_or(""),
