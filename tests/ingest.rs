@@ -818,3 +818,201 @@ fn smart_malformed_lines() {
         Some(2)
     );
 }
+
+// ------------------------------------------------------------------------------------------
+// CSV
+// ------------------------------------------------------------------------------------------
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(name),
+    )
+    .unwrap()
+}
+
+#[test]
+fn csv_french_excel_export_windows_1252() {
+    let bytes = fixture("slots-excel-fr-1252.csv");
+    assert!(
+        std::str::from_utf8(&bytes).is_err(),
+        "the fixture must stay Windows-1252"
+    );
+    let out = run(FeedFormat::Csv, &bytes, "2026-05-04T06:00:00Z");
+    let r = &out.report;
+    assert_eq!(r.received, 7);
+    assert_eq!(r.accepted, 7, "{r:#?}");
+    assert_eq!(r.unknown_columns, vec!["Commentaire".to_string()]);
+    assert!(r.warnings.is_empty(), "{:#?}", r.warnings);
+    assert_eq!(out.feed.places.len(), 4);
+    let by_id = |id: &str| out.feed.slots.iter().find(|s| s.external_id == id).unwrap();
+    let s1 = by_id("C-0001");
+    assert_eq!(s1.start, utc("2026-05-04T07:00:00Z"));
+    assert_eq!(s1.end, utc("2026-05-04T07:15:00Z"));
+    let p = s1.practitioner.as_ref().unwrap();
+    assert_eq!(p.national_id.as_deref(), Some("810003456789"));
+    assert_eq!(p.name.as_deref(), Some("Dr Hélène Bézier"));
+    assert_eq!(p.profession.as_deref(), Some("10"));
+    assert_eq!(p.specialty.as_deref(), Some("SM54"));
+    assert_eq!(
+        s1.booking_url.as_deref(),
+        Some("https://rdv.exemple.fr/c/0001")
+    );
+    assert_eq!(s1.booking_phone.as_deref(), Some("+33240112233"));
+    assert!(!s1.surnumeraire);
+    assert!(by_id("C-0002").surnumeraire);
+    assert_eq!(by_id("C-0002").place_key, s1.place_key);
+    assert_eq!(by_id("C-0003").status, FeedStatus::Busy);
+    assert_eq!(by_id("C-0004").modality, Modality::HomeVisit);
+    assert_eq!(by_id("C-0005").modality, Modality::Teleconsultation);
+    let s6 = by_id("C-0006");
+    assert_eq!(s6.practitioner.as_ref().unwrap().national_id, None);
+    assert_eq!(
+        s6.practitioner.as_ref().unwrap().name.as_deref(),
+        Some("Mme Gaëlle Près")
+    );
+    assert_eq!(s6.booking_phone.as_deref(), Some("+33243000000"));
+    assert_eq!(
+        by_id("C-0007")
+            .practitioner
+            .as_ref()
+            .unwrap()
+            .name
+            .as_deref(),
+        Some("Dr Jérôme Cœur")
+    );
+    let nantes = out
+        .feed
+        .places
+        .iter()
+        .find(|p| p.key == s1.place_key)
+        .unwrap();
+    assert_eq!(nantes.precision, LocationPrecision::Exact);
+    assert_eq!((nantes.position.lat, nantes.position.lon), (47.226, -1.566));
+    assert_eq!(
+        nantes.name.as_deref(),
+        Some("Cabinet médical des Hauts-Pavés")
+    );
+    let angers = out
+        .feed
+        .places
+        .iter()
+        .find(|p| p.key == by_id("C-0004").place_key)
+        .unwrap();
+    assert_eq!(angers.precision, LocationPrecision::Commune);
+    assert_eq!(angers.address.as_deref(), Some("3 place de l'Église"));
+    assert_eq!(angers.insee.as_ref().unwrap().as_str(), "49007");
+}
+
+#[test]
+fn csv_comma_utf8_bom_lf() {
+    let out = run(
+        FeedFormat::Csv,
+        &fixture("slots-utf8-bom-comma.csv"),
+        "2026-05-04T06:00:00Z",
+    );
+    let r = &out.report;
+    assert_eq!(r.accepted, 3, "{r:#?}");
+    assert_eq!(r.unknown_columns, vec!["note".to_string()]);
+    assert_eq!(out.feed.places.len(), 2);
+    let s1 = &out.feed.slots[0];
+    assert_eq!(s1.external_id, "S1");
+    assert_eq!(s1.start, utc("2026-05-04T07:00:00Z"));
+    let st = s1.structure.as_ref().unwrap();
+    assert_eq!(
+        (st.kind, st.national_id.as_deref(), st.name.as_deref()),
+        (
+            StructureKind::Cpts,
+            Some("1950047225"),
+            Some("CPTS Estuaire")
+        )
+    );
+    let place = out
+        .feed
+        .places
+        .iter()
+        .find(|p| p.key == s1.place_key)
+        .unwrap();
+    assert_eq!(
+        place.address.as_deref(),
+        Some("5 rue de la Paix, bâtiment B")
+    );
+    assert_eq!(place.insee.as_ref().unwrap().as_str(), "44184");
+    let s2 = &out.feed.slots[1];
+    assert_eq!(s2.status, FeedStatus::Busy);
+    assert!(s2.surnumeraire);
+    let s3 = &out.feed.slots[2];
+    assert_eq!(s3.start, utc("2026-05-05T08:00:00Z"));
+    assert_eq!(s3.modality, Modality::Teleconsultation);
+    assert!(s3.practitioner.is_none() && s3.structure.is_none());
+    assert_eq!(s3.booking_phone.as_deref(), Some("+33251000000"));
+}
+
+fn csv(body: &str, now: &str) -> IngestOutcome {
+    run(FeedFormat::Csv, body.as_bytes(), now)
+}
+
+const CSV_HEAD: &str = "id;debut;fin;cp;ville;modalite;latitude;longitude;duree\n";
+
+#[test]
+fn csv_reasons_name_the_line() {
+    let body = format!(
+        "{CSV_HEAD}\
+         a;29/03/2026 02:30;29/03/2026 03:30;44000;Nantes;;;;\n\
+         b;2026-03-10 10:00;;44000;Nantes;;;;abc\n\
+         c;2026-03-10 10:00;2026-03-10 10:20;44000;Nantes;en visio;;;\n\
+         d;2026-03-10 10:00;2026-03-10 10:20;44000;Nantes;;47,2;;\n\
+         e;2026-03-10 10:00;2026-03-10 10:20;44000;Nantes;;47,2;abc;\n\
+         a;2026-03-10 11:00;2026-03-10 11:20;44000;Nantes;;;;\n\
+         ;2026-03-10 11:00;2026-03-10 11:20;44000;Nantes;;;;\n\
+         f;2026-03-10 11:00;;44000;Nantes;;;;20\n\
+         g;2026-03-10 11:00;2026-03-10 11:20;;;;;;\n"
+    );
+    let out = csv(&body, NOW);
+    let r = &out.report;
+    assert_eq!(r.received, 9);
+    assert_eq!(r.accepted, 1, "{r:#?}");
+    assert_eq!(out.feed.slots[0].external_id, "f");
+    assert_eq!(
+        out.feed.slots[0].end - out.feed.slots[0].start,
+        chrono::Duration::minutes(20)
+    );
+    let line_of = |code: &str| {
+        r.examples[code]
+            .iter()
+            .map(|e| e.line.unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(line_of(reason::NONEXISTENT_LOCAL_TIME), vec![2]);
+    assert_eq!(line_of(reason::INVALID_VALUE), vec![3, 4, 5, 6]);
+    assert_eq!(line_of(reason::DUPLICATE_ID), vec![7]);
+    assert_eq!(line_of(reason::MISSING_FIELD), vec![8]);
+    assert_eq!(line_of(reason::UNKNOWN_PLACE), vec![10]);
+}
+
+#[test]
+fn csv_ambiguous_autumn_time() {
+    let out = csv(
+        &format!("{CSV_HEAD}a;25/10/2026 02:30;25/10/2026 02:45;44000;Nantes;;;;\n"),
+        "2026-10-20T00:00:00Z",
+    );
+    assert_eq!(out.report.accepted, 1);
+    assert_eq!(out.report.warnings_for(reason::AMBIGUOUS_LOCAL_TIME), 2);
+    assert_eq!(out.feed.slots[0].start, utc("2026-10-25T00:30:00Z"));
+}
+
+#[test]
+fn csv_unreadable_files_are_feed_errors() {
+    let resolver = SampleResolver::default();
+    let ctx = IngestContext::new(utc(NOW), &resolver);
+    let err = |body: &[u8]| ingest(FeedFormat::Csv, body, &ctx).unwrap_err();
+    let e = err(b"\r\nid;debut;fin\r\n");
+    assert_eq!((e.code(), e.line()), ("invalid_csv", Some(1)));
+    assert!(e.to_string().contains("no header row"), "{e}");
+    let e = err(b"foo;bar\n1;2\n");
+    assert!(e.to_string().contains("names no known column"), "{e}");
+    let e = err(b"id;fin\n1;2\n");
+    assert!(e.to_string().contains("start (debut, date_debut)"), "{e}");
+    assert_eq!(err(b""), FeedError::Empty);
+}
