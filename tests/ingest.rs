@@ -1016,3 +1016,132 @@ fn csv_unreadable_files_are_feed_errors() {
     assert!(e.to_string().contains("start (debut, date_debut)"), "{e}");
     assert_eq!(err(b""), FeedError::Empty);
 }
+
+// ------------------------------------------------------------------------------------------
+// Generator round trips
+// ------------------------------------------------------------------------------------------
+
+use sasnp::ingest::generate::{GenSpec, generate, to_csv, to_fhir_bundle, to_ndjson};
+
+fn gen_spec() -> GenSpec {
+    GenSpec::new(42, 3_000, 80, utc("2026-05-04T06:00:00Z"))
+}
+
+#[test]
+fn generator_is_deterministic_and_realistic() {
+    let a = generate(&gen_spec());
+    let b = generate(&gen_spec());
+    assert_eq!(a, b);
+    assert_ne!(
+        a,
+        generate(&GenSpec {
+            seed: 43,
+            ..gen_spec()
+        })
+    );
+    assert_eq!(a.slots.len(), 3_000);
+    assert_eq!(a.places.len(), 80);
+    let start = utc("2026-05-04T06:00:00Z");
+    for s in &a.slots {
+        assert!(
+            s.start >= start && s.start < start + chrono::Duration::hours(72),
+            "{}",
+            s.start
+        );
+        let d = (s.end - s.start).num_minutes();
+        assert!((10..=30).contains(&d));
+        assert!(
+            s.practitioner
+                .as_ref()
+                .unwrap()
+                .national_id
+                .as_ref()
+                .unwrap()
+                .starts_with('8')
+        );
+    }
+    let hh = a
+        .slots
+        .iter()
+        .filter(|s| s.modality == Modality::HomeVisit)
+        .count();
+    let sur = a.slots.iter().filter(|s| s.surnumeraire).count();
+    assert!(hh > 100 && sur > 100, "{hh} {sur}");
+    // Nantes, the largest town, has the most places.
+    let nantes = a
+        .places
+        .iter()
+        .filter(|p| p.city.as_deref() == Some("Nantes"))
+        .count();
+    assert!(nantes >= 10, "{nantes}");
+}
+
+#[test]
+fn round_trip_fhir_and_ndjson_give_back_the_generated_feed() {
+    let generated = generate(&gen_spec());
+    for (format, bytes) in [
+        (FeedFormat::SasFhir, to_fhir_bundle(&generated)),
+        (FeedFormat::SmartSl, to_ndjson(&generated)),
+    ] {
+        let out = run(format, &bytes, "2026-05-04T06:00:00Z");
+        assert_eq!(out.report.accepted, 3_000, "{format}: {:#?}", out.report);
+        assert!(
+            out.report.warnings.is_empty(),
+            "{format}: {:#?}",
+            out.report.warnings
+        );
+        assert_eq!(out.feed.slots, generated.slots, "{format}");
+        assert_eq!(out.feed.places.len(), generated.places.len());
+        for want in &generated.places {
+            let got = out.feed.places.iter().find(|p| p.key == want.key).unwrap();
+            assert!(got.insee.is_some());
+            assert_eq!(
+                sasnp::domain::slot::Place {
+                    insee: None,
+                    ..got.clone()
+                },
+                *want
+            );
+        }
+    }
+}
+
+#[test]
+fn round_trip_csv_both_dialects() {
+    let generated = generate(&gen_spec());
+    for delimiter in [b';', b','] {
+        let bytes = to_csv(&generated, delimiter);
+        let out = run(FeedFormat::Csv, &bytes, "2026-05-04T06:00:00Z");
+        assert_eq!(out.report.accepted, 3_000, "{:#?}", out.report);
+        assert!(
+            out.report.warnings.is_empty() && out.report.unknown_columns.is_empty(),
+            "{:#?}",
+            out.report
+        );
+        assert_eq!(out.feed.places.len(), generated.places.len());
+        for (got, want) in out.feed.slots.iter().zip(&generated.slots) {
+            assert_eq!(
+                sasnp::domain::slot::Slot {
+                    place_key: want.place_key.clone(),
+                    ..got.clone()
+                },
+                *want
+            );
+            let gp = out
+                .feed
+                .places
+                .iter()
+                .find(|p| p.key == got.place_key)
+                .unwrap();
+            let wp = generated
+                .places
+                .iter()
+                .find(|p| p.key == want.place_key)
+                .unwrap();
+            assert_eq!(
+                (&gp.name, &gp.address, &gp.postcode, &gp.city, gp.position),
+                (&wp.name, &wp.address, &wp.postcode, &wp.city, wp.position)
+            );
+        }
+    }
+}

@@ -584,14 +584,6 @@ impl<'c, 'a> Normalizer<'c, 'a> {
         PlaceState::Located(index)
     }
 
-    /// The rejection of a place, if it could not be located.
-    pub fn place_rejection(&self, id: PlaceId) -> Option<&Rejection> {
-        match &self.place_states[id.0 as usize] {
-            PlaceState::Rejected(r) => Some(r),
-            PlaceState::Located(_) => None,
-        }
-    }
-
     /// Counts a slot that could not even be drafted (e.g. a Slot resource of the wrong shape).
     pub fn reject_unreadable(
         &mut self,
