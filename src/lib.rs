@@ -11,6 +11,7 @@ pub mod geo;
 pub mod http;
 pub mod index;
 pub mod ingest;
+pub mod metrics;
 pub mod startup;
 pub mod stats;
 pub mod store;

@@ -60,6 +60,8 @@ impl Application {
         let workers = settings
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let metrics = Arc::new(crate::metrics::Metrics::for_geography(&geo));
+        metrics.set_pool_max(settings.db_pool_size);
         let state = web::Data::new(AppState {
             settings,
             db,
@@ -67,10 +69,12 @@ impl Application {
             clock,
             tokens: Default::default(),
             index,
+            metrics: metrics.clone(),
         });
         let data = state.clone();
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(http::metrics::HttpMetrics(metrics.clone()))
                 .wrap(tracing_actix_web::TracingLogger::default())
                 .app_data(data.clone())
                 .configure(http::configure)

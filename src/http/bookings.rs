@@ -22,6 +22,15 @@ impl From<BookingError> for ApiError {
     }
 }
 
+/// Counts a refusal answered 409 (`sasnp_booking_conflicts_total{action}`).
+fn count_conflict<'a>(state: &'a AppState, action: &'static str) -> impl Fn(&BookingError) + 'a {
+    move |e| {
+        if matches!(e, BookingError::Unavailable(_) | BookingError::InvalidTransition(_)) {
+            state.metrics.booking_conflict(action);
+        }
+    }
+}
+
 fn actor(caller: &Caller) -> Actor {
     Actor { account_id: caller.0.account_id, is_admin: caller.0.role == Role::Admin }
 }
@@ -61,8 +70,9 @@ pub async fn hold(state: web::Data<AppState>, caller: Caller, slot_id: web::Path
     caller.require(&[Role::Operator, Role::Admin])?;
     let (slot_id, actor, now) = (slot_id.into_inner(), actor(&caller), state.clock.now().timestamp());
     let ttl = i64::try_from(state.settings.hold_ttl_s).unwrap_or(300);
-    let (h, _cpts) = state.db.run(move |c| Ok(bookings::hold(c, slot_id, actor, now, ttl))).await??;
+    let (h, cpts) = state.db.run(move |c| Ok(bookings::hold(c, slot_id, actor, now, ttl))).await?.inspect_err(count_conflict(&state, "hold"))?;
     state.index.mark_taken(slot_id, h.expires_at);
+    state.metrics.hold_taken(&cpts);
     Ok(HttpResponse::Created().json(json!({"hold_id": h.id, "slot_id": slot_id, "expires_at": paris(h.expires_at)})))
 }
 
@@ -70,8 +80,9 @@ pub async fn hold(state: web::Data<AppState>, caller: Caller, slot_id: web::Path
 pub async fn release(state: web::Data<AppState>, caller: Caller, hold_id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Operator, Role::Admin])?;
     let (hold_id, actor, now) = (hold_id.into_inner(), actor(&caller), state.clock.now().timestamp());
-    let slot = state.db.run(move |c| Ok(bookings::release(c, &hold_id, actor, now))).await??;
+    let slot = state.db.run(move |c| Ok(bookings::release(c, &hold_id, actor, now))).await?.inspect_err(count_conflict(&state, "release"))?;
     state.index.mark_free(slot);
+    state.metrics.hold_released();
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -104,10 +115,12 @@ pub async fn confirm(
     let appt = state
         .db
         .run(move |c| Ok(bookings::confirm(c, &hold_id, actor, &orientation_category, patient_ref.as_deref(), now)))
-        .await??;
+        .await?
+        .inspect_err(count_conflict(&state, "confirm"))?;
     if let Some(slot) = appt.slot_id {
         state.index.mark_taken(slot, i64::MAX);
     }
+    state.metrics.appointment_booked(&appt.cpts_id, &appt.orientation_category);
     Ok(HttpResponse::Created().json(appointment_json(&appt)))
 }
 
@@ -130,10 +143,12 @@ pub async fn outcome(
         return Err(ApiError::unprocessable("invalid_status", format!("`status`: `{status}` is not fulfilled, noshow or cancelled")));
     }
     let (id, actor, now) = (id.into_inner(), actor(&caller), state.clock.now().timestamp());
-    let (appt, freed) = state.db.run(move |c| Ok(bookings::set_outcome(c, id, &status, actor, now))).await??;
+    let (appt, freed) =
+        state.db.run(move |c| Ok(bookings::set_outcome(c, id, &status, actor, now))).await?.inspect_err(count_conflict(&state, "outcome"))?;
     if let Some(slot) = freed {
         state.index.mark_free(slot);
     }
+    state.metrics.appointment_outcome(&appt.cpts_id, &appt.status);
     Ok(HttpResponse::Ok().json(appointment_json(&appt)))
 }
 

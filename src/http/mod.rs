@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod auth;
 pub mod bookings;
 pub mod health;
+pub mod metrics;
 pub mod search;
 pub mod sources;
 pub mod territories;
@@ -25,6 +26,7 @@ pub struct AppState {
     pub clock: SharedClock,
     pub tokens: auth::TokenCache,
     pub index: crate::index::SlotIndex,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Largest feed body accepted by `PUT /v1/sources/{id}/slots` (a 1M-slot NDJSON snapshot is
@@ -39,6 +41,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .app_data(web::PathConfig::default().error_handler(error::path_error_handler))
         .service(health::health)
         .service(health::ready)
+        .service(metrics::scrape)
         .service(territories::list)
         .service(territories::at)
         .service(territories::communes)

@@ -269,7 +269,9 @@ pub async fn search_slots(
     let department = patient.commune.department.as_str();
     let q = build_query(&state, &p, patient.point, department, now)?;
     let snap = state.index.load();
+    let started = std::time::Instant::now();
     let found = search(&snap, &state.index, &q);
+    state.metrics.search(department, started.elapsed(), found.hits.len(), found.within_base);
     let territory = state.geo.territory_of(&patient.commune.insee);
     let results: Vec<Value> = found
         .hits

@@ -44,6 +44,7 @@ pub async fn apply(
     format: FeedFormat,
     bytes: actix_web::web::Bytes,
 ) -> Result<Value, ApplyError> {
+    let started = std::time::Instant::now();
     let now = state.clock.now();
     let horizon = chrono::Duration::days(i64::from(state.settings.horizon_days));
     let geo = state.geo.clone();
@@ -57,6 +58,7 @@ pub async fn apply(
     let outcome = match parsed {
         Ok(o) => o,
         Err(e) => {
+            state.metrics.ingest_failed(&source.cpts_id, format.as_str(), e.code(), started.elapsed());
             let (id, msg) = (source.id, e.to_string());
             let report = json!({"format": format.as_str(), "at": crate::http::search::paris(at),
                 "error": {"code": e.code(), "line": e.line(), "message": msg}})
@@ -66,8 +68,9 @@ pub async fn apply(
         }
     };
     let (source_id, cpts_id) = (source.id, source.cpts_id.clone());
+    let summary = crate::metrics::IngestSummary::of(&outcome.report);
     let st = state.clone();
-    let report = state
+    let stored = state
         .db
         .run(move |c| {
             let final_report = std::cell::RefCell::new(Value::Null);
@@ -81,6 +84,10 @@ pub async fn apply(
             crate::index::load::reload_source(c, &st.settings, &st.index, source_id, at)?;
             Ok(final_report.into_inner())
         })
-        .await?;
-    Ok(report)
+        .await;
+    match &stored {
+        Ok(_) => state.metrics.ingest_applied(source_id, &source.cpts_id, format.as_str(), &summary, started.elapsed()),
+        Err(_) => state.metrics.ingest_failed(&source.cpts_id, format.as_str(), "store_error", started.elapsed()),
+    }
+    Ok(stored?)
 }
