@@ -15,3 +15,4 @@ pub mod metrics;
 pub mod startup;
 pub mod stats;
 pub mod store;
+pub mod tasks;

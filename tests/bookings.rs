@@ -75,6 +75,12 @@ async fn an_expired_hold_frees_the_slot_and_cannot_be_confirmed() {
     let hold_id = h["hold_id"].as_str().unwrap().to_string();
     app.clock.advance(chrono::Duration::seconds(301));
     assert_eq!(result_ids(&app.search(&op2, AT_NANTES).await.1), ["a", "b"]);
+    // the sweeper records the expiry (once), with the holder as actor
+    let expired = sasnp::tasks::expire_holds_once(&app.state).await.unwrap();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].0, hold_id);
+    assert_eq!(expired[0].1, a);
+    assert!(sasnp::tasks::expire_holds_once(&app.state).await.unwrap().is_empty());
     let (s, body) = app.post_json(&op1, &format!("/v1/holds/{hold_id}/confirm"), json!({"orientation_category": "001"})).await;
     assert_eq!(s, 409, "{body}");
     assert!(body["detail"].as_str().unwrap().contains("expired"));
