@@ -19,8 +19,8 @@ use crate::ingest::IngestReport;
 use crate::stats::{Indicator, Indicators};
 use crate::store::sources::SourceRow;
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::collections::HashMap;
 use std::time::Duration;
@@ -158,20 +158,30 @@ pub struct Metrics {
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
-    r.register(Box::new(c.clone())).expect("metric names are unique");
+    r.register(Box::new(c.clone()))
+        .expect("metric names are unique");
     c
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    reg(r, IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    reg(
+        r,
+        IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
 }
 
 fn igauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    reg(r, IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    reg(
+        r,
+        IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
 }
 
 fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
-    reg(r, GaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    reg(
+        r,
+        GaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
 }
 
 fn histo(r: &Registry, name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> HistogramVec {
@@ -215,13 +225,31 @@ impl Metrics {
         let mut departments: Vec<String> = cpts.values().map(|c| c.department.clone()).collect();
         departments.sort();
         departments.dedup();
-        let build = igauge(&r, "sasnp_build_info", "Build of the running service (value 1).", &["version"]);
+        let build = igauge(
+            &r,
+            "sasnp_build_info",
+            "Build of the running service (value 1).",
+            &["version"],
+        );
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        let start = reg(&r, IntGauge::new("sasnp_start_time_seconds", "When this process started (Unix time).").expect("valid metric"));
+        let start = reg(
+            &r,
+            IntGauge::new(
+                "sasnp_start_time_seconds",
+                "When this process started (Unix time).",
+            )
+            .expect("valid metric"),
+        );
         start.set(chrono::Utc::now().timestamp());
-        let info = igauge(&r, "sasnp_cpts_info", "CPTS territories known to the service (value 1), with department and name.", &["cpts", "department", "name"]);
+        let info = igauge(
+            &r,
+            "sasnp_cpts_info",
+            "CPTS territories known to the service (value 1), with department and name.",
+            &["cpts", "department", "name"],
+        );
         for t in cpts.values() {
-            info.with_label_values(&[t.id.as_str(), t.department.as_str(), t.name.as_str()]).set(1);
+            info.with_label_values(&[t.id.as_str(), t.department.as_str(), t.name.as_str()])
+                .set(1);
         }
 
         Self {
@@ -291,7 +319,11 @@ impl Metrics {
 
     /// A CPTS id if the geography knows it, else `other`.
     pub fn cpts_label<'a>(&self, id: &'a str) -> &'a str {
-        if self.cpts.contains_key(id) { id } else { OTHER }
+        if self.cpts.contains_key(id) {
+            id
+        } else {
+            OTHER
+        }
     }
 
     fn department_of(&self, cpts: &str) -> &str {
@@ -302,25 +334,43 @@ impl Metrics {
 
     /// One answered HTTP request. `route` is the matched pattern (`/v1/holds/{hold_id}`) or
     /// `unmatched`.
-    pub fn http_request(&self, method: &'static str, route: &str, status: actix_web::http::StatusCode, elapsed: Duration) {
+    pub fn http_request(
+        &self,
+        method: &'static str,
+        route: &str,
+        status: actix_web::http::StatusCode,
+        elapsed: Duration,
+    ) {
         let status = status.as_str();
-        self.http_requests.with_label_values(&[method, route, status]).inc();
-        self.http_duration.with_label_values(&[method, route]).observe(elapsed.as_secs_f64());
+        self.http_requests
+            .with_label_values(&[method, route, status])
+            .inc();
+        self.http_duration
+            .with_label_values(&[method, route])
+            .observe(elapsed.as_secs_f64());
     }
 
     // ----- search -----
 
     /// One answered search: index time, result count, results within the base radius.
     pub fn search(&self, department: &str, elapsed: Duration, results: usize, within_base: usize) {
-        let dep = if self.departments.iter().any(|d| d == department) { department } else { OTHER };
+        let dep = if self.departments.iter().any(|d| d == department) {
+            department
+        } else {
+            OTHER
+        };
         self.searches.with_label_values(&[dep]).inc();
         self.search_duration.observe(elapsed.as_secs_f64());
         self.search_results.observe(results as f64);
         if within_base == 0 {
-            self.searches_empty.with_label_values(&[dep, "base_radius"]).inc();
+            self.searches_empty
+                .with_label_values(&[dep, "base_radius"])
+                .inc();
         }
         if results == 0 {
-            self.searches_empty.with_label_values(&[dep, "enlarged"]).inc();
+            self.searches_empty
+                .with_label_values(&[dep, "enlarged"])
+                .inc();
         }
     }
 
@@ -332,7 +382,9 @@ impl Metrics {
 
     /// A hold lapsed (called by the hold-expiry sweeper, once per expired hold).
     pub fn hold_expired(&self, cpts: &str) {
-        self.holds_expired.with_label_values(&[self.cpts_label(cpts)]).inc();
+        self.holds_expired
+            .with_label_values(&[self.cpts_label(cpts)])
+            .inc();
     }
 
     pub fn hold_released(&self) {
@@ -344,7 +396,9 @@ impl Metrics {
             "001" | "002" | "003" => orientation_category,
             _ => OTHER,
         };
-        self.appointments.with_label_values(&[self.cpts_label(cpts), cat]).inc();
+        self.appointments
+            .with_label_values(&[self.cpts_label(cpts), cat])
+            .inc();
     }
 
     pub fn appointment_outcome(&self, cpts: &str, outcome: &str) {
@@ -352,7 +406,9 @@ impl Metrics {
             "fulfilled" | "noshow" | "cancelled" => outcome,
             _ => OTHER,
         };
-        self.outcomes.with_label_values(&[self.cpts_label(cpts), outcome]).inc();
+        self.outcomes
+            .with_label_values(&[self.cpts_label(cpts), outcome])
+            .inc();
     }
 
     /// A booking request answered 409; `action` is `hold`, `release`, `confirm` or `outcome`.
@@ -363,11 +419,20 @@ impl Metrics {
     // ----- feeds -----
 
     /// A feed applied: counters, per-source last-ingest gauges, duration.
-    pub fn ingest_applied(&self, source: i64, cpts: &str, format: &'static str, s: &IngestSummary, elapsed: Duration) {
+    pub fn ingest_applied(
+        &self,
+        source: i64,
+        cpts: &str,
+        format: &'static str,
+        s: &IngestSummary,
+        elapsed: Duration,
+    ) {
         let cpts = self.cpts_label(cpts);
         let source = source.to_string();
         self.ingests.with_label_values(&[cpts, format, "ok"]).inc();
-        self.ingest_duration.with_label_values(&[format]).observe(elapsed.as_secs_f64());
+        self.ingest_duration
+            .with_label_values(&[format])
+            .observe(elapsed.as_secs_f64());
         let rejected: u64 = s.rejected.iter().map(|(_, n)| n).sum();
         for (outcome, n) in [
             ("accepted", s.accepted),
@@ -375,33 +440,65 @@ impl Metrics {
             ("dropped_past", s.dropped_past),
             ("entered_in_error", s.entered_in_error),
         ] {
-            self.ingest_slots.with_label_values(&[cpts, outcome]).inc_by(n);
-            self.source_last_ingest.with_label_values(&[&source, cpts, outcome]).set(clamp(n));
+            self.ingest_slots
+                .with_label_values(&[cpts, outcome])
+                .inc_by(n);
+            self.source_last_ingest
+                .with_label_values(&[&source, cpts, outcome])
+                .set(clamp(n));
         }
-        self.source_last_ingest.with_label_values(&[&source, cpts, "received"]).set(clamp(s.received));
+        self.source_last_ingest
+            .with_label_values(&[&source, cpts, "received"])
+            .set(clamp(s.received));
         for (reason, n) in &s.rejected {
-            self.ingest_rejections.with_label_values(&[cpts, reason]).inc_by(*n);
+            self.ingest_rejections
+                .with_label_values(&[cpts, reason])
+                .inc_by(*n);
         }
         for (reason, n) in &s.warnings {
-            self.ingest_warnings.with_label_values(&[cpts, reason]).inc_by(*n);
+            self.ingest_warnings
+                .with_label_values(&[cpts, reason])
+                .inc_by(*n);
         }
     }
 
     /// A feed that could not be read (`code` from `FeedError::code`) or stored (`store_error`).
-    pub fn ingest_failed(&self, cpts: &str, format: &'static str, code: &'static str, elapsed: Duration) {
+    pub fn ingest_failed(
+        &self,
+        cpts: &str,
+        format: &'static str,
+        code: &'static str,
+        elapsed: Duration,
+    ) {
         let cpts = self.cpts_label(cpts);
-        let result = if code == "store_error" { "store_error" } else { "unreadable" };
-        self.ingests.with_label_values(&[cpts, format, result]).inc();
-        self.ingest_duration.with_label_values(&[format]).observe(elapsed.as_secs_f64());
+        let result = if code == "store_error" {
+            "store_error"
+        } else {
+            "unreadable"
+        };
+        self.ingests
+            .with_label_values(&[cpts, format, result])
+            .inc();
+        self.ingest_duration
+            .with_label_values(&[format])
+            .observe(elapsed.as_secs_f64());
         if result == "unreadable" {
-            self.ingest_feed_errors.with_label_values(&[cpts, code]).inc();
+            self.ingest_feed_errors
+                .with_label_values(&[cpts, code])
+                .inc();
         }
     }
 
     /// A pulled feed could not be fetched; `kind` is one of [`FETCH_ERROR_KINDS`] (else `other`).
     pub fn fetch_error(&self, cpts: &str, kind: &str) {
-        let kind = if FETCH_ERROR_KINDS.contains(&kind) { kind } else { OTHER };
-        self.fetch_errors.with_label_values(&[self.cpts_label(cpts), kind]).inc();
+        let kind = if FETCH_ERROR_KINDS.contains(&kind) {
+            kind
+        } else {
+            OTHER
+        };
+        self.fetch_errors
+            .with_label_values(&[self.cpts_label(cpts), kind])
+            .inc();
     }
 
     // ----- uploaded statistics -----
@@ -409,30 +506,51 @@ impl Metrics {
     /// A statistics upload was stored (`ok`) or rejected.
     pub fn stats_upload(&self, cpts: &str, ok: bool) {
         let result = if ok { "ok" } else { "rejected" };
-        self.stats_uploads.with_label_values(&[self.cpts_label(cpts), result]).inc();
+        self.stats_uploads
+            .with_label_values(&[self.cpts_label(cpts), result])
+            .inc();
     }
 
     /// Publishes a CPTS's latest period (replacing the previous one): one gauge per indicator it
     /// counted (indicators it did not count are removed, never shown as 0). Call after each
     /// stored upload whose period is the CPTS's latest, and at start-up for every CPTS.
-    pub fn set_latest_stats(&self, cpts: &str, period_start: chrono::NaiveDate, period_end: chrono::NaiveDate, values: &Indicators) {
+    pub fn set_latest_stats(
+        &self,
+        cpts: &str,
+        period_start: chrono::NaiveDate,
+        period_end: chrono::NaiveDate,
+        values: &Indicators,
+    ) {
         let cpts = self.cpts_label(cpts);
         for i in Indicator::ALL {
-            let v = if i.is_count() { values.count(i).map(|n| n as f64) } else { values.median_delay_hours };
+            let v = if i.is_count() {
+                values.count(i).map(|n| n as f64)
+            } else {
+                values.median_delay_hours
+            };
             match v {
-                Some(v) => self.stats_indicator.with_label_values(&[cpts, i.name()]).set(v),
+                Some(v) => self
+                    .stats_indicator
+                    .with_label_values(&[cpts, i.name()])
+                    .set(v),
                 None => {
                     let _ = self.stats_indicator.remove_label_values(&[cpts, i.name()]);
                 }
             }
         }
-        self.stats_period_start.with_label_values(&[cpts]).set(paris_midnight(period_start));
-        self.stats_period_end.with_label_values(&[cpts]).set(paris_midnight(period_end + chrono::Duration::days(1)));
+        self.stats_period_start
+            .with_label_values(&[cpts])
+            .set(paris_midnight(period_start));
+        self.stats_period_end
+            .with_label_values(&[cpts])
+            .set(paris_midnight(period_end + chrono::Duration::days(1)));
     }
 
     /// Sets one indicator of a CPTS's latest period (for callers that hold values one by one).
     pub fn set_latest_stat(&self, cpts: &str, indicator: Indicator, value: f64) {
-        self.stats_indicator.with_label_values(&[self.cpts_label(cpts), indicator.name()]).set(value);
+        self.stats_indicator
+            .with_label_values(&[self.cpts_label(cpts), indicator.name()])
+            .set(value);
     }
 
     // ----- scrape -----
@@ -458,7 +576,10 @@ impl Metrics {
             // Slots are sorted by start: skip the past, stop at the last horizon.
             let first = place.slots.partition_point(|s| s.start <= now);
             for s in place.slots[first..].iter().take_while(|s| s.start < last) {
-                if !s.offered || !s.audience.visible_to_operators() || input.index.is_taken(s.id, now) {
+                if !s.offered
+                    || !s.audience.visible_to_operators()
+                    || input.index.is_taken(s.id, now)
+                {
                     continue;
                 }
                 if !fresh {
@@ -483,7 +604,9 @@ impl Metrics {
             for (k, (_, label)) in HORIZONS_H.iter().enumerate() {
                 let labels = [*cpts, dep, *prof, *label];
                 self.free_slots.with_label_values(&labels).set(acc[k].0);
-                self.free_slot_hours.with_label_values(&labels).set(acc[k].1 as f64 / 3600.0);
+                self.free_slot_hours
+                    .with_label_values(&labels)
+                    .set(acc[k].1 as f64 / 3600.0);
             }
         }
         self.stale_slots.reset();
@@ -496,7 +619,13 @@ impl Metrics {
         }
 
         if let Some(sources) = input.sources {
-            for g in [&self.source_info, &self.source_last_attempt, &self.source_last_success, &self.source_stale_after, &self.source_stale] {
+            for g in [
+                &self.source_info,
+                &self.source_last_attempt,
+                &self.source_last_success,
+                &self.source_stale_after,
+                &self.source_stale,
+            ] {
                 g.reset();
             }
             for s in sources {
@@ -507,7 +636,9 @@ impl Metrics {
                     _ => OTHER,
                 };
                 let mode = if s.url.is_some() { "pull" } else { "push" };
-                self.source_info.with_label_values(&[id.as_str(), cpts, format, mode]).set(1);
+                self.source_info
+                    .with_label_values(&[id.as_str(), cpts, format, mode])
+                    .set(1);
                 if let Some(t) = s.last_attempt_at {
                     self.source_last_attempt.with_label_values(&labels).set(t);
                 }
@@ -515,14 +646,22 @@ impl Metrics {
                     self.source_last_success.with_label_values(&labels).set(t);
                 }
                 let (stale_after, fresh) = (input.freshness)(s);
-                self.source_stale_after.with_label_values(&labels).set(stale_after);
-                self.source_stale.with_label_values(&labels).set(i64::from(!fresh));
+                self.source_stale_after
+                    .with_label_values(&labels)
+                    .set(stale_after);
+                self.source_stale
+                    .with_label_values(&labels)
+                    .set(i64::from(!fresh));
             }
         }
 
         let (busy, idle) = input.pool;
-        self.db_pool.with_label_values(&["in_use"]).set(i64::from(busy));
-        self.db_pool.with_label_values(&["idle"]).set(i64::from(idle));
+        self.db_pool
+            .with_label_values(&["in_use"])
+            .set(i64::from(busy));
+        self.db_pool
+            .with_label_values(&["idle"])
+            .set(i64::from(idle));
     }
 
     /// Sets the configured pool size.
@@ -555,7 +694,11 @@ mod tests {
     use super::*;
 
     fn metrics() -> Metrics {
-        Metrics::new([CptsInfo { id: "CPTS-44-A".into(), department: "44".into(), name: "A".into() }])
+        Metrics::new([CptsInfo {
+            id: "CPTS-44-A".into(),
+            department: "44".into(),
+            name: "A".into(),
+        }])
     }
 
     #[test]
@@ -568,20 +711,40 @@ mod tests {
         assert_eq!(m.cpts_label("anything a client wrote"), OTHER);
         m.search("99", Duration::from_micros(30), 0, 0);
         let text = m.render();
-        assert!(text.contains("sasnp_searches_total{department=\"other\"} 1"), "{text}");
+        assert!(
+            text.contains("sasnp_searches_total{department=\"other\"} 1"),
+            "{text}"
+        );
     }
 
     #[test]
     fn latest_stats_replace_and_remove() {
         let m = metrics();
         let d = |s: &str| s.parse::<chrono::NaiveDate>().unwrap();
-        let mut v = Indicators { requests_received: Some(12), median_delay_hours: Some(6.5), ..Default::default() };
+        let mut v = Indicators {
+            requests_received: Some(12),
+            median_delay_hours: Some(6.5),
+            ..Default::default()
+        };
         m.set_latest_stats("CPTS-44-A", d("2026-10-01"), d("2026-10-31"), &v);
         let text = m.render();
-        assert!(text.contains("sasnp_stats_indicator{cpts=\"CPTS-44-A\",indicator=\"requests_received\"} 12"), "{text}");
-        assert!(text.contains("indicator=\"median_delay_hours\"} 6.5"), "{text}");
+        assert!(
+            text.contains(
+                "sasnp_stats_indicator{cpts=\"CPTS-44-A\",indicator=\"requests_received\"} 12"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("indicator=\"median_delay_hours\"} 6.5"),
+            "{text}"
+        );
         // 2026-10-01 00:00 Paris (+02:00)
-        assert!(text.contains("sasnp_stats_period_start_timestamp_seconds{cpts=\"CPTS-44-A\"} 1790805600"), "{text}");
+        assert!(
+            text.contains(
+                "sasnp_stats_period_start_timestamp_seconds{cpts=\"CPTS-44-A\"} 1790805600"
+            ),
+            "{text}"
+        );
         v.median_delay_hours = None;
         m.set_latest_stats("CPTS-44-A", d("2026-11-01"), d("2026-11-30"), &v);
         assert!(!m.render().contains("median_delay_hours"));

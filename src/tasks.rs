@@ -13,8 +13,18 @@ pub const HOLD_SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// them from the index overlay. Returns the expired holds `(hold id, slot id, account id)`.
 pub async fn expire_holds_once(state: &AppState) -> Result<Vec<(String, i64, i64)>, crate::store::StoreError> {
     let now = state.clock.now().timestamp();
-    let expired = state.db.run(move |c| crate::store::bookings::expire_holds(c, now)).await?;
+    let (expired, cpts) = state
+        .db
+        .run(move |c| {
+            let expired = crate::store::bookings::expire_holds(c, now)?;
+            let slots: Vec<i64> = expired.iter().map(|(_, slot, _)| *slot).collect();
+            Ok((expired, crate::store::slots::cpts_of(c, &slots)?))
+        })
+        .await?;
     state.index.sweep(now);
+    for (_, slot, _) in &expired {
+        state.metrics.hold_expired(cpts.get(slot).map_or(crate::metrics::OTHER, String::as_str));
+    }
     Ok(expired)
 }
 

@@ -31,8 +31,16 @@ fn authorised(req: &HttpRequest, token: &str) -> bool {
 }
 
 #[get("/metrics")]
-pub async fn scrape(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    if let Some(token) = state.settings.metrics_token.as_deref().filter(|t| !t.is_empty()) {
+pub async fn scrape(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(token) = state
+        .settings
+        .metrics_token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+    {
         if !authorised(&req, token) {
             return Err(ApiError::Unauthorized);
         }
@@ -63,7 +71,9 @@ pub async fn scrape(state: web::Data<AppState>, req: HttpRequest) -> Result<Http
     })
     .await
     .map_err(ApiError::internal)?;
-    Ok(HttpResponse::Ok().content_type(prometheus::TEXT_FORMAT).body(text))
+    Ok(HttpResponse::Ok()
+        .content_type(prometheus::TEXT_FORMAT)
+        .body(text))
 }
 
 /// Middleware recording `sasnp_http_requests_total` and `sasnp_http_request_duration_seconds`.
@@ -83,7 +93,10 @@ where
     type Future = Ready<Result<Self::Transform, Self::InitError>>;
 
     fn new_transform(&self, service: S) -> Self::Future {
-        ready(Ok(HttpMetricsService { service, metrics: self.0.clone() }))
+        ready(Ok(HttpMetricsService {
+            service,
+            metrics: self.0.clone(),
+        }))
     }
 }
 
@@ -114,9 +127,19 @@ where
             match &res {
                 Ok(r) => {
                     let route = r.request().match_pattern();
-                    metrics.http_request(method, route.as_deref().unwrap_or(UNMATCHED), r.status(), elapsed);
+                    metrics.http_request(
+                        method,
+                        route.as_deref().unwrap_or(UNMATCHED),
+                        r.status(),
+                        elapsed,
+                    );
                 }
-                Err(e) => metrics.http_request(method, UNMATCHED, e.as_response_error().status_code(), elapsed),
+                Err(e) => metrics.http_request(
+                    method,
+                    UNMATCHED,
+                    e.as_response_error().status_code(),
+                    elapsed,
+                ),
             }
             res
         })

@@ -77,7 +77,9 @@ pub fn create_or_reuse(
 ) -> Result<(Account, String), StoreError> {
     let token = new_token();
     let hash = hash_token(&token);
-    let account = db_run!(conn, |c| c.transaction::<_, StoreError, _>(|c| {
+    // A write transaction from the start: a deferred one that reads then writes fails at once
+    // with "database is locked" on SQLite when another writer is active (no busy wait on upgrade).
+    let account = super::write_tx(conn, |conn| db_run!(conn, |c| {
         let existing: Option<Account> = accounts::table
             .filter(accounts::name.eq(name))
             .select(Account::as_select())

@@ -397,3 +397,15 @@ pub fn load_for_index(
         Ok::<_, diesel::result::Error>((pq.load(c)?, sq.load(c)?))
     })?)
 }
+
+/// The CPTS of each slot of `ids` (slots that no longer exist are left out).
+pub fn cpts_of(conn: &mut DbConn, ids: &[i64]) -> Result<HashMap<i64, String>, StoreError> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(i64, String)> = db_run!(conn, |c| slots::table
+        .filter(slots::id.eq_any(ids))
+        .select((slots::id, slots::cpts_id))
+        .load(c))?;
+    Ok(rows.into_iter().collect())
+}
