@@ -609,3 +609,152 @@ async fn every_label_value_comes_from_a_bounded_set() {
         }
     }
 }
+
+async fn hold(app: &TestApp, op: &str, slot: i64) -> (u16, serde_json::Value) {
+    app.post_json(op, &format!("/v1/slots/{slot}/hold"), json!({})).await
+}
+
+/// `sasnp_…` metric names mentioned in `text`.
+fn metric_names_in(text: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("sasnp_") {
+        let boundary = rest[..i]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_'));
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        if boundary {
+            out.insert(tail[..end].to_string());
+        }
+        rest = &tail[end..];
+    }
+    out
+}
+
+fn collect_queries(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("expr" | "definition" | "query", serde_json::Value::String(s)) => {
+                        out.push(s.clone())
+                    }
+                    _ => collect_queries(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|v| collect_queries(v, out)),
+        _ => {}
+    }
+}
+
+/// Every dashboard is valid JSON and every metric its queries (and the alert rules) use is
+/// exported by a real scrape after exercising the service.
+#[tokio::test]
+async fn dashboards_and_alerts_use_only_exported_metrics() {
+    let (app, cpts, source, op) = setup().await;
+    // exercise every metric family
+    let publisher = app.token("cpts-nantes", Role::Cpts, Some(&cpts)).await;
+    assert_eq!(app.push_csv(&publisher, source, String::new()).await.0, 422);
+    let (s, report) = app.push_csv(&publisher, source, feed().replace(";44400;", ";4440X;")).await;
+    assert_eq!(s, 200);
+    assert!(!report["warnings"].as_object().unwrap().is_empty(), "{report}");
+    let (a, b, c) = (
+        slot_id(&app, &op, "a").await,
+        slot_id(&app, &op, "b").await,
+        slot_id(&app, &op, "c").await,
+    );
+    let (_, ha) = hold(&app, &op, a).await;
+    assert_eq!(hold(&app, &op, a).await.0, 409);
+    let (s, appt) = app
+        .post_json(
+            &op,
+            &format!("/v1/holds/{}/confirm", ha["hold_id"].as_str().unwrap()),
+            json!({"orientation_category": "001"}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let id = appt["appointment_id"].as_i64().unwrap();
+    let res = app
+        .client
+        .patch(app.url(&format!("/v1/appointments/{id}")))
+        .bearer_auth(&op)
+        .json(&json!({"status": "cancelled"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let (_, hb) = hold(&app, &op, b).await;
+    let res = app
+        .client
+        .delete(app.url(&format!("/v1/holds/{}", hb["hold_id"].as_str().unwrap())))
+        .bearer_auth(&op)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    hold(&app, &op, c).await;
+    let _ = app.search(&op, &format!("{AT_NANTES}&profession=70")).await;
+    let metrics = &app.state.metrics;
+    metrics.set_latest_stats(
+        &cpts,
+        "2026-10-01".parse().unwrap(),
+        "2026-10-31".parse().unwrap(),
+        &sasnp::stats::Indicators {
+            slots_used: Some(3),
+            slots_offered: Some(4),
+            ..Default::default()
+        },
+    );
+    metrics.stats_upload(&cpts, true);
+    metrics.fetch_error(&cpts, "timeout");
+    let mut exported: std::collections::BTreeSet<String> =
+        scrape(&app).await.0.into_iter().map(|s| s.name).collect();
+    app.clock.advance(chrono::Duration::hours(25));
+    sasnp::tasks::expire_holds_once(&app.state).await.unwrap();
+    exported.extend(scrape(&app).await.0.into_iter().map(|s| s.name));
+
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let mut dashboards = 0;
+    for entry in std::fs::read_dir(deploy.join("grafana/dashboards")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        dashboards += 1;
+        let text = std::fs::read_to_string(&path).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(
+            json["uid"].is_string() && json["panels"].is_array(),
+            "{}",
+            path.display()
+        );
+        let mut queries = Vec::new();
+        collect_queries(&json, &mut queries);
+        assert!(!queries.is_empty(), "{}", path.display());
+        for q in &queries {
+            for name in metric_names_in(q) {
+                assert!(
+                    exported.contains(&name),
+                    "{}: `{name}` is not exported (query: {q})",
+                    path.display()
+                );
+            }
+        }
+    }
+    assert!(dashboards >= 4);
+    let rules = std::fs::read_to_string(deploy.join("sasnp.rules.yml")).unwrap();
+    let used = metric_names_in(&rules);
+    assert!(used.len() > 5);
+    for name in used {
+        assert!(
+            exported.contains(&name),
+            "sasnp.rules.yml: `{name}` is not exported"
+        );
+    }
+}
