@@ -35,15 +35,13 @@ pub async fn scrape(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    if let Some(token) = state
+    let token = state
         .settings
         .metrics_token
         .as_deref()
-        .filter(|t| !t.is_empty())
-    {
-        if !authorised(&req, token) {
-            return Err(ApiError::Unauthorized);
-        }
+        .filter(|t| !t.is_empty());
+    if token.is_some_and(|t| !authorised(&req, t)) {
+        return Err(ApiError::Unauthorized);
     }
     let sources = match state.db.run(|c| crate::store::sources::list(c, None)).await {
         Ok(s) => Some(s),
