@@ -67,6 +67,7 @@ impl Application {
             clock,
             tokens: Default::default(),
             index,
+            poller: Default::default(),
         });
         let data = state.clone();
         let server = HttpServer::new(move || {
@@ -79,6 +80,7 @@ impl Application {
         .listen(listener)?
         .run();
         crate::tasks::spawn_hold_sweeper(state.clone());
+        crate::ingest::poll::spawn(state.clone(), state.poller.clone());
         Ok(Self {
             port,
             server,

@@ -25,6 +25,7 @@ pub struct AppState {
     pub clock: SharedClock,
     pub tokens: auth::TokenCache,
     pub index: crate::index::SlotIndex,
+    pub poller: std::sync::Arc<crate::ingest::poll::Poller>,
 }
 
 /// Largest feed body accepted by `PUT /v1/sources/{id}/slots` (a 1M-slot NDJSON snapshot is

@@ -18,6 +18,7 @@ pub mod fhir_dto;
 pub mod generate;
 pub mod geocode;
 pub mod normalize;
+pub mod poll;
 pub mod report;
 pub mod sample;
 pub mod smart;
