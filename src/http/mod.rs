@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod auth;
 pub mod health;
 pub mod territories;
+pub mod ui;
 
 use crate::clock::SharedClock;
 use crate::config::Settings;
@@ -39,5 +40,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(territories::communes)
     .service(accounts::create)
     .service(accounts::list)
-    .service(accounts::revoke);
+    .service(accounts::revoke)
+    .configure(ui::configure);
 }
