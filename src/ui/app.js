@@ -9,14 +9,14 @@
   const TZ = 'Europe/Paris';
   const BUCKETS = { '0-4h': [0, 4], '4-8h': [4, 8], '8-12h': [8, 12], '12-24h': [12, 24], '24-48h': [24, 48], '48-72h': [48, 72] };
   const CATEGORIES = [
-    ['001', 'Professionnel de santé (PS)'],
-    ['002', 'Place de marché / plateforme de RDV'],
+    ['001', 'PS (professionnel de santé)'],
+    ['002', 'Place de marché / plateforme'],
     ['003', 'SOS Médecins'],
   ];
   const PROFESSIONS = { '10': 'Médecin', '21': 'Pharmacien', '40': 'Chirurgien-dentiste', '50': 'Sage-femme', '60': 'Infirmier', '70': 'Masseur-kinésithérapeute', '80': 'Pédicure-podologue' };
   const SPECIALTIES = { SM54: 'médecine générale' };
   const MODALITIES = { AMB: 'Au cabinet', HH: 'Visite à domicile', VR: 'Téléconsultation' };
-  const STRUCTURES = { msp: 'MSP', cds: 'Centre de santé', sos: 'SOS Médecins' };
+  const STRUCTURES = { CPTS: 'CPTS', MSP: 'Maison de santé', CDS: 'Centre de santé', SOS: 'SOS Médecins', OTHER: '' };
 
   const $ = (id) => document.getElementById(id);
   const dom = {};
@@ -412,7 +412,8 @@
     }
     if (slot.structure) {
       const s = slot.structure;
-      const kind = STRUCTURES[(s.kind || '').toLowerCase()] || s.kind || '';
+      const code = String(s.kind || '').toUpperCase();
+      const kind = code in STRUCTURES ? STRUCTURES[code] : code;
       parts.push(parts.length ? ' — ' : '', s.name || '', kind ? ` (${kind})` : '');
     }
     return parts.join('') || 'Professionnel non précisé';
@@ -445,7 +446,7 @@
       el('div', { class: 'line meta' },
         el('span', { class: 'tag', text: MODALITIES[slot.modality] || slot.modality }),
         slot.surnumeraire ? el('span', { class: 'tag sup', text: 'Surnuméraire' }) : null,
-        slot.cpts ? slot.cpts.name : ''),
+        slot.cpts ? slot.cpts.name || slot.cpts.id : ''),
       booking.length ? el('div', { class: 'line' }, ...booking) : null,
       el('div', { class: 'line meta' }, fresh, src.name ? ` · source « ${src.name} »` : ''),
       el('div', { class: 'actions' }, holdBtn),
@@ -524,7 +525,10 @@
     const select = el('select', { id: `${id}-cat`, required: true },
       el('option', { value: '' }, '— Choisir —'),
       ...CATEGORIES.map(([code, label]) => el('option', { value: code }, `${code} · ${label}`)));
-    const ref = el('input', { id: `${id}-ref`, type: 'text', autocomplete: 'off', maxlength: '64' });
+    const ref = el('input', {
+      id: `${id}-ref`, type: 'text', autocomplete: 'off', spellcheck: 'false', maxlength: '64',
+      'aria-describedby': `${id}-ref-hint`,
+    });
     const countdown = el('span', { class: 'countdown', id: `${id}-countdown`, role: 'timer', 'aria-live': 'off' });
     const confirmBtn = el('button', { type: 'submit', class: 'confirm' }, 'Confirmer le rendez-vous');
     const releaseBtn = el('button', { type: 'button', class: 'danger', onclick: () => releaseHold({}) }, 'Libérer');
@@ -532,6 +536,7 @@
       el('div', {}, 'Bloqué pour vous — ', countdown, ' restantes'),
       el('label', { for: select.id }, 'Catégorie d’orientation'), select,
       el('label', { for: ref.id }, 'Référence patient (facultatif)'), ref,
+      el('p', { class: 'hint', id: `${id}-ref-hint` }, 'Référence pseudonyme du dossier de régulation (4 à 64 caractères, dont un chiffre) : jamais de nom ni de NIR.'),
       el('div', { class: 'actions' }, confirmBtn, releaseBtn));
     form.addEventListener('submit', (ev) => {
       ev.preventDefault();
