@@ -10,5 +10,7 @@ pub mod error;
 pub mod geo;
 pub mod http;
 pub mod index;
+pub mod ingest;
 pub mod startup;
+pub mod stats;
 pub mod store;

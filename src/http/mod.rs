@@ -3,7 +3,9 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod bookings;
 pub mod health;
+pub mod search;
 pub mod territories;
 pub mod ui;
 
@@ -22,6 +24,7 @@ pub struct AppState {
     pub geo: Arc<Geography>,
     pub clock: SharedClock,
     pub tokens: auth::TokenCache,
+    pub index: crate::index::SlotIndex,
 }
 
 /// Registers every route and the extractor error handlers.
