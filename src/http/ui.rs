@@ -33,7 +33,7 @@ const INDEX_HTML: &str = include_str!("../ui/index.html");
 
 /// Path under `/ui/` → embedded file.
 static ASSETS: LazyLock<HashMap<&'static str, Asset>> = LazyLock::new(|| {
-    let files: [(&'static str, &'static str, &'static [u8]); 9] = [
+    let files: [(&'static str, &'static str, &'static [u8]); 10] = [
         (
             "app.js",
             "text/javascript; charset=utf-8",
@@ -43,6 +43,11 @@ static ASSETS: LazyLock<HashMap<&'static str, Asset>> = LazyLock::new(|| {
             "app.css",
             "text/css; charset=utf-8",
             include_str!("../ui/app.css").as_bytes(),
+        ),
+        (
+            "favicon.svg",
+            "image/svg+xml",
+            include_str!("../ui/favicon.svg").as_bytes(),
         ),
         (
             "vendor/leaflet.js",

@@ -79,6 +79,11 @@
   }
   const safeUrl = (u) => (typeof u === 'string' && /^https?:\/\//i.test(u) ? u : null);
   const telHref = (p) => (p ? `tel:${String(p).replace(/[^0-9+]/g, '')}` : null);
+  // "+33240000001" → "02 40 00 00 01" (how a French operator reads and dials it).
+  const fmtPhone = (p) => {
+    const m = /^\+33(\d{9})$/.exec(String(p).replace(/[\s.]/g, ''));
+    return m ? `0${m[1]}`.replace(/(\d\d)(?=\d)/g, '$1 ') : String(p);
+  };
 
   function say(text, kind) {
     dom.status.classList.toggle('ok', kind === 'ok');
@@ -160,8 +165,8 @@
   }
 
   // ---------- map ----------
-  const TERRITORY_STYLE = { color: '#50749c', weight: 1, fillColor: '#dfe8f3', fillOpacity: 0.55 };
-  const HOME_STYLE = { color: '#c25e00', weight: 3, fillColor: '#ffe3b3', fillOpacity: 0.6 };
+  const TERRITORY_STYLE = { color: '#50749c', weight: 1, fillColor: '#dfe8f3', fillOpacity: 0.5 };
+  const HOME_STYLE = { color: '#c25e00', weight: 3, fillColor: '#ffd28a', fillOpacity: 0.35 };
 
   function initMap() {
     map = L.map('map', { zoomControl: true, keyboard: true, preferCanvas: false }).setView([47.45, -0.9], 8);
@@ -177,6 +182,8 @@
         layer.bindTooltip(el('span', { class: 'terr-tip', text: feature.properties.name }), { sticky: true });
       },
     }).addTo(map);
+    map.createPane('patient').style.zIndex = 650; // above markers (600), below tooltips
+    map.getPane('patient').style.pointerEvents = 'none';
     searchLayer = L.layerGroup().addTo(map);
     addLegend();
     map.on('click', (e) => pickPoint(e.latlng));
@@ -375,8 +382,12 @@
     const circle = L.circle(here, {
       radius: data.radius_km * 1000, color: '#c2185b', weight: 2, dashArray: '6 6', fill: false, interactive: false,
     }).addTo(searchLayer);
-    L.circleMarker(here, { radius: 9, color: '#fff', weight: 3, fillColor: '#c2185b', fillOpacity: 1 })
-      .bindTooltip(el('span', { text: `Patient — ${patient.commune ? patient.commune.name : ''}` }), { permanent: false })
+    // The patient: a dot, and a ring drawn above the slot markers so that a slot at the same
+    // spot (a home visit placed at the commune) does not hide where the patient is.
+    L.circleMarker(here, { radius: 7, color: '#fff', weight: 2, fillColor: '#c2185b', fillOpacity: 1 })
+      .bindTooltip(el('span', { text: `Patient — ${patient.commune ? patient.commune.name : ''}` }))
+      .addTo(searchLayer);
+    L.circleMarker(here, { pane: 'patient', radius: 17, color: '#c2185b', weight: 4, fill: false, interactive: false })
       .addTo(searchLayer);
 
     const where = patient.commune ? `${patient.commune.name} (${patient.commune.insee})` : 'le point choisi';
@@ -390,14 +401,16 @@
     slots.forEach((slot, i) => {
       const entry = { slot, n: i + 1 };
       entry.item = renderSlot(entry);
-      entry.marker = slotMarker(entry);
       dom.resultList.append(entry.item);
       state.results.push(entry);
     });
+    placeMarkers();
 
-    const bounds = circle.getBounds();
-    for (const e of state.results) bounds.extend(e.marker.getLatLng());
-    map.fitBounds(bounds, { padding: [20, 20], maxZoom: 14 });
+    // Frame the slots and the patient (closer than the whole radius, so markers stay apart);
+    // with no slot, the search radius.
+    const bounds = state.results.length ? L.latLngBounds([here]) : circle.getBounds();
+    for (const e of state.results) if (e.marker) bounds.extend(e.marker.getLatLng());
+    map.fitBounds(bounds, { padding: [50, 50], maxZoom: 12 });
     say(slots.length ? summary : `Aucun créneau trouvé : ${summary}`);
     document.body.dataset.results = String(slots.length);
   }
@@ -428,7 +441,7 @@
     if (url) booking.push(el('a', { href: url, target: '_blank', rel: 'noopener noreferrer' }, 'Lien de réservation'));
     if (slot.booking_phone) {
       if (booking.length) booking.push(' · ');
-      booking.push(el('a', { href: telHref(slot.booking_phone) }, `☎ ${slot.booking_phone}`));
+      booking.push(el('a', { href: telHref(slot.booking_phone) }, `☎ ${fmtPhone(slot.booking_phone)}`));
     }
     const src = slot.source || {};
     const fresh = src.fresh
@@ -457,29 +470,38 @@
     return li;
   }
 
-  function slotMarker(entry) {
-    const { slot, n } = entry;
-    const place = slot.place || {};
-    const icon = L.divIcon({ className: 'slot-marker', html: String(n), iconSize: [24, 24], iconAnchor: [12, 12] });
-    const marker = L.marker([place.lat, place.lon], {
-      icon,
-      keyboard: true,
-      title: `Créneau n° ${n} : ${fmtStart(slot.start)}, ${describeWho(slot)}`,
-      alt: `Créneau n° ${n}`,
-      riseOnHover: true,
-    }).addTo(searchLayer);
-    marker.on('click', () => activate(entry, true));
-    return marker;
+  // One marker per place (a practice often offers several slots): it carries the list
+  // numbers of its slots, so the map and the list read together.
+  function placeMarkers() {
+    const groups = new Map();
+    for (const e of state.results) {
+      const p = e.slot.place || {};
+      const key = p.id != null ? `id:${p.id}` : `${p.lat},${p.lon}`;
+      if (!groups.has(key)) groups.set(key, []);
+      groups.get(key).push(e);
+    }
+    for (const entries of groups.values()) {
+      const place = entries[0].slot.place || {};
+      const nums = entries.map((e) => e.n);
+      const label = nums.length <= 3 ? nums.join('·') : `${nums[0]}…${nums[nums.length - 1]}`;
+      const width = 14 + 8 * label.length;
+      const icon = L.divIcon({ className: 'slot-marker', html: label, iconSize: [width, 24], iconAnchor: [width / 2, 12] });
+      const title = `${nums.length > 1 ? 'Créneaux' : 'Créneau'} n° ${nums.join(', ')} — ${place.name || place.city || ''} : `
+        + entries.map((e) => fmtStart(e.slot.start)).join(', ');
+      const marker = L.marker([place.lat, place.lon], { icon, keyboard: true, title, alt: title, riseOnHover: true }).addTo(searchLayer);
+      marker.on('click', () => activate(entries[0], true));
+      // Leaflet makes the marker focusable (role=button) but Enter only opens popups: do it here.
+      marker.on('keypress', (e) => { if (e.originalEvent.key === 'Enter') activate(entries[0], true); });
+      for (const e of entries) e.marker = marker;
+    }
   }
 
   function activate(entry, fromMap) {
     for (const e of state.results) {
-      const on = e === entry;
-      e.item.classList.toggle('active', on);
+      e.item.classList.toggle('active', e === entry || (fromMap && e.marker === entry.marker));
       const icon = e.marker && e.marker.getElement();
-      if (icon) icon.classList.toggle('active', on);
-      if (on && e.marker) e.marker.setZIndexOffset(1000);
-      else if (e.marker) e.marker.setZIndexOffset(0);
+      if (icon) icon.classList.toggle('active', e.marker === entry.marker);
+      if (e.marker) e.marker.setZIndexOffset(e.marker === entry.marker ? 1000 : 0);
     }
     if (fromMap) {
       entry.item.scrollIntoView({ block: 'nearest', behavior: 'smooth' });
@@ -490,6 +512,8 @@
   function setMarkerClass(entry, cls) {
     const icon = entry.marker && entry.marker.getElement();
     if (!icon) return;
+    // A marker shared with other slots of the same place keeps its colour: they are still free.
+    if (state.results.some((e) => e !== entry && e.marker === entry.marker)) return;
     icon.classList.remove('held', 'booked');
     if (cls) icon.classList.add(cls);
   }
@@ -522,7 +546,7 @@
 
   function showHoldBox(entry) {
     const id = `hold-${entry.n}`;
-    const select = el('select', { id: `${id}-cat`, required: true },
+    const select = el('select', { id: `${id}-cat`, 'aria-required': 'true' },
       el('option', { value: '' }, '— Choisir —'),
       ...CATEGORIES.map(([code, label]) => el('option', { value: code }, `${code} · ${label}`)));
     const ref = el('input', {
@@ -643,8 +667,9 @@
     entry.item.classList.add('gone');
     entry.holdBtn.remove();
     entry.item.querySelector('.hold-area').replaceChildren(el('p', { class: 'outcome', text: 'Indisponible : pris par un autre opérateur.' }));
-    if (entry.marker) searchLayer.removeLayer(entry.marker);
+    const marker = entry.marker;
     entry.marker = null;
+    if (marker && !state.results.some((e) => e.marker === marker && !e.done)) searchLayer.removeLayer(marker);
     alertMsg(message);
   }
 

@@ -1,12 +1,12 @@
 // The operator page in a real headless Chromium, against a running sasnp loaded by seed.mjs.
-// Run by tests/e2e/run.sh (which sets SASNP_URL, OP1_TOKEN, OP2_TOKEN, E2E_EXPECTED, E2E_OUT).
+// Run by tests/e2e/run.sh (which sets E2E_URL, OP1_TOKEN, OP2_TOKEN, E2E_EXPECTED, E2E_OUT).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
-const BASE = process.env.SASNP_URL;
+const BASE = process.env.E2E_URL;
 const OUT = process.env.E2E_OUT || 'target/e2e';
 const expected = JSON.parse(readFileSync(process.env.E2E_EXPECTED, 'utf8'));
 const gpIds = Object.keys(expected.gpSlots);
@@ -110,11 +110,13 @@ test('a search by postal code lists the expected slots on the list and the map',
   for (const hhmm of Object.values(expected.gpSlots)) assert.ok(allText.includes(hhmm), `start ${hhmm} (Europe/Paris) listed`);
   assert.match(await page.locator('#summary').innerText(), /Nantes/);
 
-  // Map: one numbered marker per slot, the patient's point and radius, the home territory highlighted.
-  assert.equal(await page.locator('.leaflet-marker-pane .slot-marker').count(), gpIds.length);
-  assert.deepEqual(
-    await page.$$eval('.leaflet-marker-pane .slot-marker', (m) => m.map((x) => x.textContent).sort((a, b) => a - b)),
-    gpIds.map((_, i) => String(i + 1)));
+  // Map: one marker per place, carrying the list numbers of its slots; together they number
+  // every listed slot once. The patient's point and radius; the home territory highlighted.
+  const places = new Set(api.results.map((r) => r.place.id));
+  assert.equal(await page.locator('.leaflet-marker-pane .slot-marker').count(), places.size);
+  const numbers = (await page.$$eval('.leaflet-marker-pane .slot-marker', (m) => m.map((x) => x.textContent)))
+    .flatMap((label) => label.split('·').map(Number)).sort((a, b) => a - b);
+  assert.deepEqual(numbers, gpIds.map((_, i) => i + 1));
   assert.equal(await page.locator('path[stroke="#c2185b"][stroke-dasharray]').count(), 1, 'the search radius');
   assert.equal(await page.locator('path[fill="#c2185b"]').count(), 1, "the patient's point");
   assert.equal(await page.locator('path[stroke="#c25e00"]').count(), 1, "the patient's CPTS highlighted");
@@ -122,8 +124,9 @@ test('a search by postal code lists the expected slots on the list and the map',
   // The status message is announced (aria-live) and says how many.
   assert.match(await page.locator('#status').innerText(), new RegExp(`^${gpIds.length} créneaux`));
 
-  // List ↔ map: clicking marker 2 activates list item 2.
-  await page.locator('.leaflet-marker-pane .slot-marker', { hasText: /^2$/ }).click();
+  // List ↔ map: the marker that carries n° 2, reached by keyboard (Enter), activates list item 2.
+  await page.locator('.leaflet-marker-pane .slot-marker', { hasText: /(^|·)2(·|$)/ }).focus();
+  await page.keyboard.press('Enter');
   await page.waitForSelector('#result-list > li:nth-child(2).active');
 
   await page.screenshot({ path: join(OUT, 'map.png') });

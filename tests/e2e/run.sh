@@ -2,7 +2,8 @@
 # End-to-end test of the operator page: a real sasnp (temp SQLite db, fixture slots) driven by
 # Debian's headless Chromium through playwright-core. Installs what it needs (chromium, npm
 # packages), so CI can call it on a bare machine: `bash tests/e2e/run.sh`.
-# Artifacts (screenshots, server log) go to target/e2e/.
+# Artifacts (screenshots, server log) go to target/e2e/. No variable of ours starts with SASNP_:
+# sasnp reads that prefix as configuration and rejects unknown keys.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -32,9 +33,12 @@ BIN=$(cargo build --all-features --bin sasnp --message-format=json-render-diagno
 [ -x "$BIN" ] || { echo "e2e: could not find the sasnp executable" >&2; exit 1; }
 
 WORK=$(mktemp -d /tmp/sasnp-e2e.XXXXXX)
+# Run a private copy: a target dir shared with other checkouts may get another build meanwhile.
+cp "$BIN" "$WORK/sasnp"
+BIN=$WORK/sasnp
 export SASNP_DATABASE_URL="sqlite://$WORK/e2e.db"
 PORT=$(node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
-export SASNP_URL="http://127.0.0.1:$PORT"
+export E2E_URL="http://127.0.0.1:$PORT"
 SERVER_PID=
 cleanup() {
   local rc=$?
@@ -46,15 +50,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-step "start sasnp on $SASNP_URL"
+step "start sasnp on $E2E_URL"
 SASNP_LOG=info "$BIN" serve --bind "127.0.0.1:$PORT" >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 1 100); do
-  curl -fsS "$SASNP_URL/ready" >/dev/null 2>&1 && break
+  curl -fsS "$E2E_URL/ready" >/dev/null 2>&1 && break
   kill -0 "$SERVER_PID" 2>/dev/null || { echo "e2e: sasnp exited at start" >&2; exit 1; }
   sleep 0.2
 done
-curl -fsS "$SASNP_URL/ready"; echo
+curl -fsS "$E2E_URL/ready"; echo
 
 step "tokens and fixture slots"
 token() { "$BIN" token create "$@" | tail -n1; }

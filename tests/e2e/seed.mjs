@@ -3,13 +3,13 @@
 // wall clock, so start times are relative to now, written in Europe/Paris local time as CPTS
 // spreadsheets do). Writes what the page should then show to the file named by argv[2].
 //
-// usage: SASNP_URL=http://127.0.0.1:PORT ADMIN_TOKEN=… node seed.mjs expected.json
+// usage: E2E_URL=http://127.0.0.1:PORT ADMIN_TOKEN=… node seed.mjs expected.json
 import { writeFileSync } from 'node:fs';
 
-const base = process.env.SASNP_URL;
+const base = process.env.E2E_URL;
 const admin = process.env.ADMIN_TOKEN;
 const out = process.argv[2];
-if (!base || !admin || !out) throw new Error('usage: SASNP_URL=… ADMIN_TOKEN=… node seed.mjs OUT.json');
+if (!base || !admin || !out) throw new Error('usage: E2E_URL=… ADMIN_TOKEN=… node seed.mjs OUT.json');
 
 async function call(method, path, { body, type = 'application/json', token = admin } = {}) {
   const res = await fetch(base + path, {
