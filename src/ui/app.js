@@ -309,7 +309,7 @@
     }
     p.set('surnumeraire', dom.surnumeraire.value);
     p.set('order', dom.order.value);
-    p.set('limit', '30');
+    p.set('limit', '20'); // the radius grows (by the department's step) until this many are found
     return { params: p, windows };
   }
 
@@ -393,7 +393,7 @@
     const where = patient.commune ? `${patient.commune.name} (${patient.commune.insee})` : 'le point choisi';
     let summary = `${slots.length} créneau${slots.length > 1 ? 'x' : ''} dans un rayon de ${fmtKm(data.radius_km)} autour de ${where}`;
     if (patient.cpts) summary += ` — ${patient.cpts.name}`;
-    if (data.enlargement_steps > 0) summary += ` (rayon élargi depuis ${fmtKm(data.base_radius_km)} faute de créneaux proches)`;
+    if (data.enlargement_steps > 0) summary += ` (rayon élargi depuis ${fmtKm(data.base_radius_km)} pour trouver davantage de créneaux)`;
     summary += '.';
     dom.summary.textContent = summary;
     dom.results.hidden = false;

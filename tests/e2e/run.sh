@@ -53,12 +53,13 @@ trap cleanup EXIT
 step "start sasnp on $E2E_URL"
 SASNP_LOG=info "$BIN" serve --bind "127.0.0.1:$PORT" >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
+ready() { node -e 'fetch(process.argv[1]).then(async r=>{console.log(await r.text());process.exit(r.ok?0:1)},()=>process.exit(1))' "$E2E_URL/ready"; }
 for _ in $(seq 1 100); do
-  curl -fsS "$E2E_URL/ready" >/dev/null 2>&1 && break
+  ready >/dev/null 2>&1 && break
   kill -0 "$SERVER_PID" 2>/dev/null || { echo "e2e: sasnp exited at start" >&2; exit 1; }
   sleep 0.2
 done
-curl -fsS "$E2E_URL/ready"; echo
+ready
 
 step "tokens and fixture slots"
 token() { "$BIN" token create "$@" | tail -n1; }
