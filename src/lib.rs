@@ -14,3 +14,4 @@ pub mod ingest;
 pub mod startup;
 pub mod stats;
 pub mod store;
+pub mod tasks;

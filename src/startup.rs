@@ -78,6 +78,7 @@ impl Application {
         .workers(workers)
         .listen(listener)?
         .run();
+        crate::tasks::spawn_hold_sweeper(state.clone());
         Ok(Self {
             port,
             server,

@@ -282,6 +282,7 @@ pub async fn search_slots(
             let last_success = place.source.last_success_at.load(std::sync::atomic::Ordering::Relaxed);
             json!({
                 "slot_id": s.id,
+                "external_id": &*s.external_id,
                 "start": paris(s.start),
                 "end": paris(s.end),
                 "distance_km": (h.distance_m / 10.0).round() / 100.0,

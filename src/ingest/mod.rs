@@ -11,10 +11,12 @@
 //! One module per format (`fhir`, `smart`, `csv`; FHIR wire types in `fhir_dto`), the
 //! rules shared by all of them in [`normalize`], synthetic feeds in [`generate`].
 
+pub mod apply;
 pub mod csv;
 pub mod fhir;
 pub mod fhir_dto;
 pub mod generate;
+pub mod geocode;
 pub mod normalize;
 pub mod report;
 pub mod sample;
