@@ -8,6 +8,7 @@ pub mod health;
 pub mod search;
 pub mod sources;
 pub mod territories;
+pub mod ui;
 
 use crate::clock::SharedClock;
 use crate::config::Settings;
@@ -56,5 +57,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(bookings::release)
         .service(bookings::confirm)
         .service(bookings::outcome)
-        .service(bookings::list);
+        .service(bookings::list)
+        .configure(ui::configure);
 }
