@@ -25,9 +25,12 @@
 //!   `unresolved_reference`; a chain without any Location is `missing_field`.
 //! - statuses: `free` → Free, `busy*` → Busy, `entered-in-error` → `removed_ids`.
 
-use super::fhir_dto::{Bundle, CodeableConcept, ContactPoint, Identifier, Reference, Resource};
+use super::fhir_dto::{
+    Bundle, CodeableConcept, ContactPoint, Identifier, Reference, Resource, SlotResource,
+    TypedBundle, TypedEntry,
+};
 use super::normalize::{
-    EndSpec, Normalizer, OID_IDNPS, OID_IDNST, PlaceId, PlaceInput, Rejection, SlotDraft,
+    EndSpec, FastMap, Normalizer, OID_IDNPS, OID_IDNST, PlaceId, PlaceInput, Rejection, SlotDraft,
     normalize_phone, practitioner_national_id, structure_national_id,
 };
 use super::report::{Where, reason};
@@ -36,8 +39,8 @@ use crate::domain::fold_name;
 use crate::domain::slot::{
     AppointmentType, Audience, AudienceSet, Modality, Practitioner, Structure, StructureKind,
 };
+use serde::Deserialize;
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 /// R5 backport extension linking a CPTS slot to its HealthcareService.
 pub const EXT_SLOT_SERVICE_TYPE: &str =
@@ -76,8 +79,48 @@ pub fn ingest_bundle(bytes: &[u8], ctx: &IngestContext<'_>) -> Result<IngestOutc
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(FeedError::Empty);
     }
-    let bundle: Bundle<'_> = serde_json::from_slice(bytes).map_err(|e| FeedError::json(&e, 0))?;
-    match bundle.resource_type.as_deref() {
+    // Fast path: one typed pass. A shape error anywhere falls back to the slow path, which
+    // reads resource by resource to say which one is wrong.
+    match serde_json::from_slice::<TypedBundle<'_>>(bytes) {
+        Ok(bundle) => {
+            check_bundle(bundle.resource_type.as_deref(), bundle.type_.as_deref())?;
+            let norm = Normalizer::new(ctx);
+            let mut graph = Graph::default();
+            let mut slots = Vec::new();
+            for entry in bundle.entry {
+                match entry {
+                    TypedEntry::Slot(s) => slots.push(s),
+                    TypedEntry::Other(r, full_url) => graph.add(*r, None, full_url.as_deref()),
+                    TypedEntry::Empty => {}
+                }
+            }
+            Ok(emit_all(&graph, slots, norm))
+        }
+        Err(e) if e.is_syntax() || e.is_eof() => Err(FeedError::json(&e, 0)),
+        Err(_) => ingest_bundle_slow(bytes, ctx),
+    }
+}
+
+fn emit_all<'v>(
+    graph: &Graph<'v>,
+    slots: Vec<SlotResource<'v>>,
+    mut norm: Normalizer<'_, 'v>,
+) -> IngestOutcome {
+    norm.reserve(slots.len());
+    let mut emitter = SlotEmitter::default();
+    for slot in slots {
+        emitter.emit(graph, slot, None, &mut norm);
+    }
+    let (feed, report, removed_ids) = norm.finish();
+    IngestOutcome {
+        feed,
+        report,
+        removed_ids,
+    }
+}
+
+fn check_bundle(resource_type: Option<&str>, type_: Option<&str>) -> Result<(), FeedError> {
+    match resource_type {
         Some("Bundle") => {}
         Some(other) => {
             return Err(FeedError::shape(
@@ -92,15 +135,24 @@ pub fn ingest_bundle(bytes: &[u8], ctx: &IngestContext<'_>) -> Result<IngestOutc
             ));
         }
     }
-    match bundle.type_.as_deref() {
-        Some("searchset" | "collection") | None => {}
-        Some(other) => {
-            return Err(FeedError::shape(
-                None,
-                format!("Bundle.type `{other}` is not supported (searchset or collection)"),
-            ));
-        }
+    match type_ {
+        Some("searchset" | "collection") | None => Ok(()),
+        Some(other) => Err(FeedError::shape(
+            None,
+            format!("Bundle.type `{other}` is not supported (searchset or collection)"),
+        )),
     }
+}
+
+/// Resource-by-resource reading, for bundles where some resource has the wrong shape.
+fn ingest_bundle_slow(bytes: &[u8], ctx: &IngestContext<'_>) -> Result<IngestOutcome, FeedError> {
+    let bundle: Bundle<'_> = serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => {
+            FeedError::shape(None, format!("not a FHIR Bundle: {e}"))
+        }
+        _ => FeedError::json(&e, 0),
+    })?;
+    check_bundle(bundle.resource_type.as_deref(), bundle.type_.as_deref())?;
     let mut norm = Normalizer::new(ctx);
     let mut graph = Graph::default();
     let mut slots = Vec::new();
@@ -108,53 +160,38 @@ pub fn ingest_bundle(bytes: &[u8], ctx: &IngestContext<'_>) -> Result<IngestOutc
         let Some(value) = entry.resource.as_ref() else {
             continue;
         };
-        match serde::Deserialize::deserialize(value) {
-            Ok(res) => {
-                let res: Resource<'_> = res;
-                if res.resource_type.as_deref() == Some("Slot") {
-                    slots.push((res, None));
-                } else {
-                    graph.add(res, None, entry.full_url.as_deref());
-                }
-            }
-            Err(e) => {
-                let kind = value
-                    .get("resourceType")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("resource");
-                let id = value.get("id").and_then(|v| v.as_str()).unwrap_or("");
-                let label = if id.is_empty() {
-                    format!("entry {}", i + 1)
-                } else {
-                    id.to_string()
-                };
-                if kind == "Slot" {
-                    norm.reject_unreadable(
-                        reason::INVALID_VALUE,
-                        Where::resource("Slot", &label),
-                        || format!("Slot cannot be read: {e}"),
-                    );
-                } else {
-                    norm.report.warn(
-                        reason::INVALID_RESOURCE,
-                        Where::resource(static_kind(kind), &label),
-                        || format!("{kind} cannot be read: {e}"),
-                    );
-                }
+        let kind = value
+            .get("resourceType")
+            .and_then(|v| v.as_str())
+            .unwrap_or("resource");
+        let parsed = if kind == "Slot" {
+            SlotResource::deserialize(value).map(|s| slots.push(s))
+        } else {
+            Resource::deserialize(value).map(|r| graph.add(r, None, entry.full_url.as_deref()))
+        };
+        if let Err(e) = parsed {
+            let id = value.get("id").and_then(|v| v.as_str()).unwrap_or("");
+            let label = if id.is_empty() {
+                format!("entry {}", i + 1)
+            } else {
+                id.to_string()
+            };
+            if kind == "Slot" {
+                norm.reject_unreadable(
+                    reason::INVALID_VALUE,
+                    Where::resource("Slot", &label),
+                    || format!("Slot cannot be read: {e}"),
+                );
+            } else {
+                norm.report.warn(
+                    reason::INVALID_RESOURCE,
+                    Where::resource(static_kind(kind), &label),
+                    || format!("{kind} cannot be read: {e}"),
+                );
             }
         }
     }
-    norm.reserve(slots.len());
-    let mut emitter = SlotEmitter::default();
-    for (slot, line) in slots {
-        emitter.emit(&graph, slot, line, &mut norm);
-    }
-    let (feed, report, removed_ids) = norm.finish();
-    Ok(IngestOutcome {
-        feed,
-        report,
-        removed_ids,
-    })
+    Ok(emit_all(&graph, slots, norm))
 }
 
 /// Resource types named in reports.
@@ -175,7 +212,7 @@ pub(crate) fn static_kind(kind: &str) -> &'static str {
 #[derive(Default)]
 pub(crate) struct Graph<'v> {
     nodes: Vec<(Resource<'v>, Option<usize>)>,
-    index: HashMap<String, usize>,
+    index: FastMap<String, usize>,
 }
 
 impl<'v> Graph<'v> {
@@ -225,15 +262,15 @@ struct ScheduleCtx {
 /// SL), caching what every slot of a Schedule or HealthcareService shares.
 #[derive(Default)]
 pub(crate) struct SlotEmitter {
-    schedules: HashMap<usize, ScheduleCtx>,
-    services: HashMap<usize, Result<Structure, Rejection>>,
+    schedules: FastMap<usize, ScheduleCtx>,
+    services: FastMap<usize, Result<Structure, Rejection>>,
 }
 
 impl SlotEmitter {
     pub fn emit<'v>(
         &mut self,
         graph: &Graph<'v>,
-        mut slot: Resource<'v>,
+        mut slot: SlotResource<'v>,
         line: Option<usize>,
         norm: &mut Normalizer<'_, 'v>,
     ) {
@@ -284,10 +321,10 @@ impl SlotEmitter {
 
 /// Fills modality, audience, booking data, specialty and CPTS structure from the Slot itself.
 fn read_slot_details<'v>(
-    slot: &Resource<'_>,
+    slot: &SlotResource<'_>,
     d: &mut SlotDraft<'_, '_>,
     graph: &Graph<'v>,
-    services: &mut HashMap<usize, Result<Structure, Rejection>>,
+    services: &mut FastMap<usize, Result<Structure, Rejection>>,
     norm: &mut Normalizer<'_, 'v>,
     line: Option<usize>,
     id: &str,
