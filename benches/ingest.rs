@@ -51,6 +51,47 @@ fn bench(c: &mut Criterion) {
             )
         });
     }
+    // A SMART SL publisher that writes only what the SMART specification defines (booking
+    // link, phone): the generated lines without the SAS codings (serviceType, meta.security,
+    // specialty, appointmentType).
+    let minimal = std::cell::OnceCell::new();
+    group.bench_function("smart-sl ndjson, SMART-only lines", |b| {
+        let bytes = minimal.get_or_init(|| {
+            let full = String::from_utf8(to_ndjson(&feed)).expect("UTF-8");
+            let mut out = String::with_capacity(full.len());
+            for line in full.lines() {
+                if let Some(rest) = line.strip_prefix(r#"{"resourceType":"Slot","#) {
+                    let mut v: serde_json::Value =
+                        serde_json::from_str(&format!("{{{rest}")).expect("JSON");
+                    for k in ["serviceType", "meta", "specialty", "appointmentType"] {
+                        v.as_object_mut().expect("object").remove(k);
+                    }
+                    out.push_str(r#"{"resourceType":"Slot","#);
+                    out.push_str(&v.to_string()[1..]);
+                } else {
+                    out.push_str(line);
+                }
+                out.push('\n');
+            }
+            eprintln!("smart-sl SMART-only: {} bytes/slot", out.len() / SLOTS);
+            out.into_bytes()
+        });
+        b.iter_batched(
+            || (),
+            |()| black_box(ingest(FeedFormat::SmartSl, black_box(bytes), &ctx).expect("readable")),
+            BatchSize::PerIteration,
+        )
+    });
+    // Reference floor: serde_json scanning the same NDJSON without building anything.
+    let ndjson = std::cell::OnceCell::new();
+    group.bench_function("floor: ndjson json scan only", |b| {
+        let text = ndjson.get_or_init(|| String::from_utf8(to_ndjson(&feed)).expect("UTF-8"));
+        b.iter(|| {
+            for line in text.lines() {
+                black_box(serde_json::from_str::<serde::de::IgnoredAny>(line).expect("JSON"));
+            }
+        })
+    });
     group.finish();
 }
 

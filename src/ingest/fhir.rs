@@ -344,30 +344,29 @@ fn read_slot_details<'v>(
                 _ => None,
             });
         }
-        if cpts.is_none() {
-            if let Some(r) = st
+        if cpts.is_none()
+            && let Some(r) = st
                 .extension
                 .iter()
                 .find(|e| e.url.as_deref() == Some(EXT_SLOT_SERVICE_TYPE))
-            {
-                let reference = r.value_reference.as_ref();
-                cpts = Some(match reference.and_then(|r| r.reference.as_deref()) {
-                    Some(rf) => match graph.get(rf) {
-                        Some((i, hs)) => services
-                            .entry(i)
-                            .or_insert_with(|| healthcare_service(graph, hs))
-                            .clone(),
-                        None => Err(Rejection::new(
-                            reason::UNRESOLVED_REFERENCE,
-                            format!("HealthcareService `{rf}` is not in the feed"),
-                        )),
-                    },
+        {
+            let reference = r.value_reference.as_ref();
+            cpts = Some(match reference.and_then(|r| r.reference.as_deref()) {
+                Some(rf) => match graph.get(rf) {
+                    Some((i, hs)) => services
+                        .entry(i)
+                        .or_insert_with(|| healthcare_service(graph, hs))
+                        .clone(),
                     None => Err(Rejection::new(
-                        reason::MISSING_FIELD,
-                        "Slot.serviceType extension without valueReference",
+                        reason::UNRESOLVED_REFERENCE,
+                        format!("HealthcareService `{rf}` is not in the feed"),
                     )),
-                });
-            }
+                },
+                None => Err(Rejection::new(
+                    reason::MISSING_FIELD,
+                    "Slot.serviceType extension without valueReference",
+                )),
+            });
         }
     }
     d.modality = modality.unwrap_or(Modality::Ambulatory);
@@ -396,10 +395,10 @@ fn read_slot_details<'v>(
             });
         }
     }
-    if let Some(spec) = slot.specialty.iter().find_map(first_code) {
-        if let Some(p) = d.practitioner.as_mut() {
-            p.specialty = Some(spec.to_string());
-        }
+    if let Some(spec) = slot.specialty.iter().find_map(first_code)
+        && let Some(p) = d.practitioner.as_mut()
+    {
+        p.specialty = Some(spec.to_string());
     }
     for e in &slot.extension {
         match e.url.as_deref() {
@@ -429,12 +428,11 @@ fn read_slot_details<'v>(
             _ => {}
         }
     }
-    if d.booking_url.is_none() {
-        if let Some(c) = slot.comment.as_deref().map(str::trim) {
-            if c.starts_with("https://") || c.starts_with("http://") {
-                d.booking_url = Some(c.to_string());
-            }
-        }
+    if d.booking_url.is_none()
+        && let Some(c) = slot.comment.as_deref().map(str::trim)
+        && (c.starts_with("https://") || c.starts_with("http://"))
+    {
+        d.booking_url = Some(c.to_string());
     }
 }
 
@@ -486,22 +484,17 @@ fn schedule_ctx<'v>(
             return ctx;
         };
         match res.resource_type.as_deref() {
-            Some("Location") => {
-                if place.is_none() {
-                    let (p, structure, phones) =
-                        location_place(graph, res, None, graph.line(ai), norm);
-                    place = Some(p);
-                    if ctx.structure.is_none() {
-                        ctx.structure = structure;
-                    }
-                    location_phone = location_phone.or(phones.0);
-                    org_phone = org_phone.or(phones.1);
+            Some("Location") if place.is_none() => {
+                let (p, structure, phones) = location_place(graph, res, None, graph.line(ai), norm);
+                place = Some(p);
+                if ctx.structure.is_none() {
+                    ctx.structure = structure;
                 }
+                location_phone = location_phone.or(phones.0);
+                org_phone = org_phone.or(phones.1);
             }
-            Some("Practitioner") => {
-                if practitioner.is_none() {
-                    practitioner = Some(practitioner_of(res, norm, graph.line(ai)));
-                }
+            Some("Practitioner") if practitioner.is_none() => {
+                practitioner = Some(practitioner_of(res, norm, graph.line(ai)));
             }
             Some("PractitionerRole") => {
                 role_phone = role_phone.or_else(|| phone_of(&res.telecom));
@@ -512,49 +505,45 @@ fn schedule_ctx<'v>(
                         .find_map(first_code)
                         .map(str::to_string),
                 ));
-                if practitioner.is_none() {
-                    if let Some(pref) = &res.practitioner {
-                        match practitioner_from_reference(graph, pref, norm) {
-                            Ok(p) => practitioner = p,
-                            Err(rej) => {
-                                ctx.place = Err(rej);
-                                return ctx;
-                            }
+                if practitioner.is_none()
+                    && let Some(pref) = &res.practitioner
+                {
+                    match practitioner_from_reference(graph, pref, norm) {
+                        Ok(p) => practitioner = p,
+                        Err(rej) => {
+                            ctx.place = Err(rej);
+                            return ctx;
                         }
                     }
                 }
-                if place.is_none() {
-                    if let Some(lref) = res.location.iter().find_map(|l| l.reference.as_deref()) {
-                        let found = match lref.strip_prefix('#') {
-                            Some(local) => res
-                                .contained
-                                .iter()
-                                .find(|c| c.id.as_deref() == Some(local))
-                                .map(|loc| {
-                                    location_place(graph, loc, Some(res), graph.line(ai), norm)
-                                }),
-                            None => graph.get(lref).map(|(li, loc)| {
-                                location_place(graph, loc, None, graph.line(li), norm)
-                            }),
-                        };
-                        match found {
-                            Some((p, structure, phones)) => {
-                                place = Some(p);
-                                if ctx.structure.is_none() {
-                                    ctx.structure = structure;
-                                }
-                                location_phone = location_phone.or(phones.0);
-                                org_phone = org_phone.or(phones.1);
+                if place.is_none()
+                    && let Some(lref) = res.location.iter().find_map(|l| l.reference.as_deref())
+                {
+                    let found = match lref.strip_prefix('#') {
+                        Some(local) => res
+                            .contained
+                            .iter()
+                            .find(|c| c.id.as_deref() == Some(local))
+                            .map(|loc| location_place(graph, loc, Some(res), graph.line(ai), norm)),
+                        None => graph.get(lref).map(|(li, loc)| {
+                            location_place(graph, loc, None, graph.line(li), norm)
+                        }),
+                    };
+                    match found {
+                        Some((p, structure, phones)) => {
+                            place = Some(p);
+                            if ctx.structure.is_none() {
+                                ctx.structure = structure;
                             }
-                            None => {
-                                ctx.place = Err(Rejection::new(
-                                    reason::UNRESOLVED_REFERENCE,
-                                    format!(
-                                        "PractitionerRole location `{lref}` is not in the feed"
-                                    ),
-                                ));
-                                return ctx;
-                            }
+                            location_phone = location_phone.or(phones.0);
+                            org_phone = org_phone.or(phones.1);
+                        }
+                        None => {
+                            ctx.place = Err(Rejection::new(
+                                reason::UNRESOLVED_REFERENCE,
+                                format!("PractitionerRole location `{lref}` is not in the feed"),
+                            ));
+                            return ctx;
                         }
                     }
                 }

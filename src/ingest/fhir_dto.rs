@@ -412,6 +412,8 @@ pub struct TypedBundle<'a> {
 }
 
 /// An entry of a [`TypedBundle`]: slots are kept small, other resources boxed.
+// Slots are the common variant: boxing them would cost one allocation per slot.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum TypedEntry<'a> {
     Slot(SlotResource<'a>),

@@ -235,7 +235,7 @@ fn days_in_month(y: u32, m: u32) -> u32 {
     match m {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
         4 | 6 | 9 | 11 => 30,
-        _ if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        _ if (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400) => 29,
         _ => 28,
     }
 }
@@ -330,6 +330,14 @@ pub fn normalize_phone(s: &str) -> Option<String> {
     if s.is_empty() {
         return None;
     }
+    // Fast path: already `+33` and nine digits, the second not 0.
+    if s.len() == 12
+        && s.starts_with("+33")
+        && s.as_bytes()[3] != b'0'
+        && s.bytes().skip(1).all(|c| c.is_ascii_digit())
+    {
+        return Some(s.to_string());
+    }
     let compact: String = s
         .chars()
         .filter(|c| !matches!(c, ' ' | '.' | '-' | '(' | ')' | '\u{a0}'))
@@ -342,10 +350,10 @@ pub fn normalize_phone(s: &str) -> Option<String> {
     {
         return Some(format!("+33{}", &compact[1..]));
     }
-    if let Some(rest) = compact.strip_prefix("0033") {
-        if digits_only(rest) {
-            return Some(format!("+33{rest}"));
-        }
+    if let Some(rest) = compact.strip_prefix("0033")
+        && digits_only(rest)
+    {
+        return Some(format!("+33{rest}"));
     }
     if compact.starts_with("+33") && compact.len() == 13 && compact.as_bytes()[3] == b'0' {
         // "+33 0 2 40…": the trunk 0 must go.
@@ -559,17 +567,17 @@ impl<'c, 'a> Normalizer<'c, 'a> {
                     format!("place {label}: position {lat}, {lon} is outside Pays de la Loire"),
                 ));
             };
-            if postcode.is_some() || city.is_some() {
-                if let Some((named, interior)) = self.resolver.resolve(postcode.as_ref(), city) {
-                    let d = interior.distance_m(p);
-                    if named != insee && d > POSITION_MISMATCH_M {
-                        self.report.warn(reason::POSITION_MISMATCH, at, || {
+            if (postcode.is_some() || city.is_some())
+                && let Some((named, interior)) = self.resolver.resolve(postcode.as_ref(), city)
+            {
+                let d = interior.distance_m(p);
+                if named != insee && d > POSITION_MISMATCH_M {
+                    self.report.warn(reason::POSITION_MISMATCH, at, || {
                             format!(
                                 "place {label}: position {lat}, {lon} lies in commune {insee}, {:.1} km from commune {named} named by the address; position kept",
                                 d / 1000.0
                             )
                         });
-                    }
                 }
             }
             (p, Some(insee), LocationPrecision::Exact)
@@ -742,7 +750,7 @@ impl<'c, 'a> Normalizer<'c, 'a> {
     pub fn finish(self) -> (NormalizedFeed, IngestReport, Vec<String>) {
         let mut used = vec![false; self.places.len()];
         if !self.places.is_empty() {
-            let index: HashMap<&str, usize> = self
+            let index: FastMap<&str, usize> = self
                 .places
                 .iter()
                 .enumerate()
