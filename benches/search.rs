@@ -37,7 +37,10 @@ impl<'g> Towns<'g> {
             acc
         });
         let cumulative = cumulative.collect();
-        Towns { communes, cumulative }
+        Towns {
+            communes,
+            cumulative,
+        }
     }
     fn pick(&self, rng: &mut StdRng) -> &'g sasnp::geo::Commune {
         let total = *self.cumulative.last().unwrap();
@@ -58,7 +61,13 @@ pub fn synthetic_index(geo: &Geography, n_slots: usize, seed: u64) -> SlotIndex 
         stale_after_s: 365 * 86_400,
     });
     let n_places = (n_slots / 50).max(1);
-    let modalities = [Modality::Ambulatory, Modality::Ambulatory, Modality::Ambulatory, Modality::HomeVisit, Modality::Teleconsultation];
+    let modalities = [
+        Modality::Ambulatory,
+        Modality::Ambulatory,
+        Modality::Ambulatory,
+        Modality::HomeVisit,
+        Modality::Teleconsultation,
+    ];
     let providers: Vec<Arc<Provider>> = (0..200)
         .map(|i| {
             Arc::new(Provider {
@@ -145,10 +154,18 @@ pub fn queries(geo: &Geography, n: usize, seed: u64) -> Vec<Query> {
                 now: NOW,
                 profession: (i % 3 == 0).then(|| "10".into()),
                 specialty: (i % 5 == 1).then(|| "SM54".into()),
-                modalities: if i % 7 == 3 { vec![Modality::HomeVisit] } else { vec![] },
+                modalities: if i % 7 == 3 {
+                    vec![Modality::HomeVisit]
+                } else {
+                    vec![]
+                },
                 surnumeraire: Surnumeraire::Include,
                 limit: 10,
-                order: if i % 10 == 9 { Order::Soonest } else { Order::Distance },
+                order: if i % 10 == 9 {
+                    Order::Soonest
+                } else {
+                    Order::Distance
+                },
                 seed: i as u64,
             }
         })
@@ -167,7 +184,12 @@ fn percentiles(index: &SlotIndex, qs: &[Query]) -> (Duration, Duration, Duration
     }
     times.sort();
     let p = |x: f64| times[((times.len() as f64 * x) as usize).min(times.len() - 1)];
-    (p(0.50), p(0.99), *times.last().unwrap(), hits as f64 / qs.len() as f64)
+    (
+        p(0.50),
+        p(0.99),
+        *times.last().unwrap(),
+        hits as f64 / qs.len() as f64,
+    )
 }
 
 fn main() {
@@ -177,7 +199,10 @@ fn main() {
         .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![100_000, 1_000_000, 5_000_000]);
     let qs = queries(&geo, 20_000, 42);
-    let mut c = Criterion::default().configure_from_args().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
     let mut table = Vec::new();
     for &n in &sizes {
         let t = Instant::now();
@@ -200,7 +225,9 @@ fn main() {
     println!("\n| slots | places | index build | p50 | p99 | max | results/query |");
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     for (n, places, build, p50, p99, max, hits) in table {
-        println!("| {n} | {places} | {build:.2?} | {p50:.2?} | {p99:.2?} | {max:.2?} | {hits:.1} |");
+        println!(
+            "| {n} | {places} | {build:.2?} | {p50:.2?} | {p99:.2?} | {max:.2?} | {hits:.1} |"
+        );
     }
     c.final_summary();
 }

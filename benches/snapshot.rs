@@ -45,7 +45,10 @@ async fn run(label: &str, database_url: String, body: actix_web::web::Bytes, slo
         .run(|c| sasnp::store::accounts::create_or_reuse(c, "bench", Role::Admin, None, 0))
         .await
         .unwrap();
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(600)).build().unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(600))
+        .build()
+        .unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let source: serde_json::Value = client
         .post(format!("{base}/v1/sources"))
@@ -61,7 +64,9 @@ async fn run(label: &str, database_url: String, body: actix_web::web::Bytes, slo
     // A resident 1M-slot synthetic index is what searches run against meanwhile.
     let qs = search_bench::queries(&geo, 5_000, 1);
     let resident = Arc::new(search_bench::synthetic_index(&geo, 1_000_000, 3));
-    let measure = |stop: Arc<AtomicBool>, resident: Arc<sasnp::index::SlotIndex>, qs: Vec<sasnp::index::search::Query>| {
+    let measure = |stop: Arc<AtomicBool>,
+                   resident: Arc<sasnp::index::SlotIndex>,
+                   qs: Vec<sasnp::index::search::Query>| {
         std::thread::spawn(move || {
             let snap = resident.load();
             let mut times = Vec::new();
@@ -80,7 +85,9 @@ async fn run(label: &str, database_url: String, body: actix_web::web::Bytes, slo
         })
     };
     let stop = Arc::new(AtomicBool::new(true));
-    let idle = measure(stop.clone(), resident.clone(), qs.clone()).join().unwrap();
+    let idle = measure(stop.clone(), resident.clone(), qs.clone())
+        .join()
+        .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let busy = measure(stop.clone(), resident.clone(), qs.clone());
     let t = Instant::now();
@@ -113,14 +120,28 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` / `cargo test --benches`: nothing to list
     }
-    let slots: usize = std::env::var("SASNP_BENCH_SLOTS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let slots: usize = std::env::var("SASNP_BENCH_SLOTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let start = chrono::Utc::now();
     let t = Instant::now();
     let feed = generate(&GenSpec::new(11, slots, slots / 50, start));
     let body = actix_web::web::Bytes::from(to_ndjson(&feed));
-    eprintln!("generated {} slots, {} MB of NDJSON in {:.2?}", feed.slots.len(), body.len() / 1_000_000, t.elapsed());
-    println!("| backend | slots sent | accepted | searchable after | PUT → searchable | slots/s | search p50/p99 idle | p50/p99 during ingest | p99 ratio |");
+    eprintln!(
+        "generated {} slots, {} MB of NDJSON in {:.2?}",
+        feed.slots.len(),
+        body.len() / 1_000_000,
+        t.elapsed()
+    );
+    println!(
+        "| backend | slots sent | accepted | searchable after | PUT → searchable | slots/s | search p50/p99 idle | p50/p99 during ingest | p99 ratio |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
@@ -130,9 +151,16 @@ fn main() {
         use diesel::{Connection, connection::SimpleConnection};
         let name = format!("sasnp_bench_{}", std::process::id());
         let mut admin = diesel::PgConnection::establish(&base).unwrap();
-        admin.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap();
         let (prefix, _) = base.rsplit_once('/').unwrap();
-        rt.block_on(run("PostgreSQL", format!("{prefix}/{name}"), body, feed.slots.len()));
+        rt.block_on(run(
+            "PostgreSQL",
+            format!("{prefix}/{name}"),
+            body,
+            feed.slots.len(),
+        ));
         let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
     }
 }

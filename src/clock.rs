@@ -31,7 +31,8 @@ impl FixedClock {
         self.0.store(at.timestamp_micros(), Ordering::SeqCst);
     }
     pub fn advance(&self, by: chrono::Duration) {
-        self.0.fetch_add(by.num_microseconds().unwrap_or(i64::MAX), Ordering::SeqCst);
+        self.0
+            .fetch_add(by.num_microseconds().unwrap_or(i64::MAX), Ordering::SeqCst);
     }
 }
 

@@ -150,17 +150,36 @@ fn feed(command: FeedCommand, settings: &Settings) -> anyhow::Result<()> {
     use sasnp::ingest::{FeedFormat, IngestContext, generate};
     use std::io::Write;
     match command {
-        FeedCommand::Check { format, now, horizon_days, file } => {
+        FeedCommand::Check {
+            format,
+            now,
+            horizon_days,
+            file,
+        } => {
             let format: FeedFormat = format.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
             let now = parse_instant("now", now.as_deref())?;
-            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let geo = sasnp::startup::load_geography(settings.geodata_dir.as_deref())?;
-            let ctx = IngestContext { now, horizon: chrono::Duration::days(i64::from(horizon_days)), resolver: &geo };
+            let ctx = IngestContext {
+                now,
+                horizon: chrono::Duration::days(i64::from(horizon_days)),
+                resolver: &geo,
+            };
             match sasnp::ingest::ingest(format, &bytes, &ctx) {
                 Ok(outcome) => {
-                    let report = sasnp::ingest::apply::report_json(&outcome.report, None, format, now.timestamp());
+                    let report = sasnp::ingest::apply::report_json(
+                        &outcome.report,
+                        None,
+                        format,
+                        now.timestamp(),
+                    );
                     println!("{}", serde_json::to_string_pretty(&report)?);
-                    anyhow::ensure!(outcome.report.rejected_total() == 0, "{} slot(s) rejected (see the report)", outcome.report.rejected_total());
+                    anyhow::ensure!(
+                        outcome.report.rejected_total() == 0,
+                        "{} slot(s) rejected (see the report)",
+                        outcome.report.rejected_total()
+                    );
                     Ok(())
                 }
                 Err(e) => {
@@ -170,7 +189,13 @@ fn feed(command: FeedCommand, settings: &Settings) -> anyhow::Result<()> {
                 }
             }
         }
-        FeedCommand::Generate { format, slots, places, seed, start } => {
+        FeedCommand::Generate {
+            format,
+            slots,
+            places,
+            seed,
+            start,
+        } => {
             let format: FeedFormat = format.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
             let start = parse_instant("start", start.as_deref())?;
             let spec = generate::GenSpec::new(seed, slots, places, start);

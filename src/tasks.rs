@@ -11,9 +11,14 @@ pub const HOLD_SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// One round of hold expiry: marks lapsed holds `expired` in the database (audited) and drops
 /// them from the index overlay. Returns the expired holds `(hold id, slot id, account id)`.
-pub async fn expire_holds_once(state: &AppState) -> Result<Vec<(String, i64, i64)>, crate::store::StoreError> {
+pub async fn expire_holds_once(
+    state: &AppState,
+) -> Result<Vec<(String, i64, i64)>, crate::store::StoreError> {
     let now = state.clock.now().timestamp();
-    let expired = state.db.run(move |c| crate::store::bookings::expire_holds(c, now)).await?;
+    let expired = state
+        .db
+        .run(move |c| crate::store::bookings::expire_holds(c, now))
+        .await?;
     state.index.sweep(now);
     Ok(expired)
 }
@@ -26,7 +31,9 @@ pub fn spawn_hold_sweeper(state: web::Data<AppState>) -> tokio::task::JoinHandle
         loop {
             tick.tick().await;
             match expire_holds_once(&state).await {
-                Ok(expired) if !expired.is_empty() => tracing::info!(count = expired.len(), "holds expired"),
+                Ok(expired) if !expired.is_empty() => {
+                    tracing::info!(count = expired.len(), "holds expired")
+                }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "hold expiry round failed"),
             }

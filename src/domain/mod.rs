@@ -74,12 +74,16 @@ impl FromStr for InseeCode {
         let s = s.trim();
         let ok = s.len() == 5
             && s.is_ascii()
-            && (s[..2].chars().all(|c| c.is_ascii_digit()) || s[..2].eq_ignore_ascii_case("2A") || s[..2].eq_ignore_ascii_case("2B"))
+            && (s[..2].chars().all(|c| c.is_ascii_digit())
+                || s[..2].eq_ignore_ascii_case("2A")
+                || s[..2].eq_ignore_ascii_case("2B"))
             && s[2..].chars().all(|c| c.is_ascii_digit());
         if ok {
             Ok(Self(s.to_ascii_uppercase()))
         } else {
-            Err(format!("`{s}` is not an INSEE commune code (5 characters, e.g. 44109)"))
+            Err(format!(
+                "`{s}` is not an INSEE commune code (5 characters, e.g. 44109)"
+            ))
         }
     }
 }
@@ -174,7 +178,9 @@ impl FromStr for Role {
             "operator" => Ok(Role::Operator),
             "analyst" => Ok(Role::Analyst),
             "cpts" => Ok(Role::Cpts),
-            other => Err(format!("unknown role `{other}` (admin, operator, analyst, cpts)")),
+            other => Err(format!(
+                "unknown role `{other}` (admin, operator, analyst, cpts)"
+            )),
         }
     }
 }
@@ -185,7 +191,10 @@ impl FromStr for Role {
 pub fn fold_name(s: &str) -> String {
     let ascii = deunicode::deunicode(s).to_ascii_lowercase();
     let mut out = String::with_capacity(ascii.len());
-    for word in ascii.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()) {
+    for word in ascii
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
         if !out.is_empty() {
             out.push(' ');
         }

@@ -59,7 +59,9 @@ impl Modality {
     /// Accepts the ActCode (`AMB`, `HH`, `VR`) and the French words used in spreadsheets.
     pub fn parse(s: &str) -> Option<Self> {
         match super::fold_name(s).as_str() {
-            "amb" | "cabinet" | "consultation" | "presentiel" | "ambulatoire" => Some(Self::Ambulatory),
+            "amb" | "cabinet" | "consultation" | "presentiel" | "ambulatoire" => {
+                Some(Self::Ambulatory)
+            }
             "hh" | "domicile" | "visite" | "visite a domicile" => Some(Self::HomeVisit),
             "vr" | "teleconsultation" | "video" => Some(Self::Teleconsultation),
             _ => None,
@@ -147,14 +149,20 @@ impl AudienceSet {
     /// Whether an SNP operator may offer this slot: visible to SNP, CPTS or PUBLIC.
     /// A slot with no declared audience is treated as offered to the SAS.
     pub fn visible_to_operators(self) -> bool {
-        self.is_empty() || self.0 & (Audience::Public.bit() | Audience::Snp.bit() | Audience::Cpts.bit()) != 0
+        self.is_empty()
+            || self.0 & (Audience::Public.bit() | Audience::Snp.bit() | Audience::Cpts.bit()) != 0
     }
     pub fn codes(self) -> Vec<&'static str> {
-        [Audience::Public, Audience::Pro, Audience::Snp, Audience::Cpts]
-            .into_iter()
-            .filter(|a| self.contains(*a))
-            .map(Audience::code)
-            .collect()
+        [
+            Audience::Public,
+            Audience::Pro,
+            Audience::Snp,
+            Audience::Cpts,
+        ]
+        .into_iter()
+        .filter(|a| self.contains(*a))
+        .map(Audience::code)
+        .collect()
     }
 }
 

@@ -36,7 +36,11 @@ pub const FEED_BODY_LIMIT: usize = 1 << 30;
 /// Registers every route and the extractor error handlers.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::PayloadConfig::new(FEED_BODY_LIMIT))
-        .app_data(web::JsonConfig::default().limit(1 << 20).error_handler(error::json_error_handler))
+        .app_data(
+            web::JsonConfig::default()
+                .limit(1 << 20)
+                .error_handler(error::json_error_handler),
+        )
         .app_data(web::QueryConfig::default().error_handler(error::query_error_handler))
         .app_data(web::PathConfig::default().error_handler(error::path_error_handler))
         .service(health::health)

@@ -52,7 +52,11 @@ impl Default for Poller {
             client: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(10))
                 .timeout(Duration::from_secs(120))
-                .user_agent(concat!("sasnp/", env!("CARGO_PKG_VERSION"), " (SAS Pays de la Loire)"))
+                .user_agent(concat!(
+                    "sasnp/",
+                    env!("CARGO_PKG_VERSION"),
+                    " (SAS Pays de la Loire)"
+                ))
                 .build()
                 .expect("HTTP client"),
             due: Mutex::new(HashMap::new()),
@@ -87,24 +91,47 @@ pub enum Polled {
 
 fn max_age(headers: &reqwest::header::HeaderMap) -> Option<i64> {
     let cc = headers.get(reqwest::header::CACHE_CONTROL)?.to_str().ok()?;
-    cc.split(',').find_map(|d| d.trim().strip_prefix("max-age=")).and_then(|v| v.trim().parse().ok())
+    cc.split(',')
+        .find_map(|d| d.trim().strip_prefix("max-age="))
+        .and_then(|v| v.trim().parse().ok())
 }
 
-fn header(headers: &reqwest::header::HeaderMap, name: reqwest::header::HeaderName) -> Option<String> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+fn header(
+    headers: &reqwest::header::HeaderMap,
+    name: reqwest::header::HeaderName,
+) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 impl Poller {
     async fn get(&self, url: &str) -> Result<reqwest::Response, FetchError> {
-        let res = self.client.get(url).send().await.map_err(|e| FetchError::Http { url: url.into(), source: e })?;
+        let res = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| FetchError::Http {
+                url: url.into(),
+                source: e,
+            })?;
         if !res.status().is_success() {
-            return Err(FetchError::Status { url: url.into(), status: res.status().as_u16() });
+            return Err(FetchError::Status {
+                url: url.into(),
+                status: res.status().as_u16(),
+            });
         }
         Ok(res)
     }
 
     /// Fetches and applies one source now. Returns what happened and the server's `max-age`.
-    pub async fn poll_source(&self, state: &web::Data<AppState>, source: &SourceRow) -> Result<(Polled, Option<i64>), FetchError> {
+    pub async fn poll_source(
+        &self,
+        state: &web::Data<AppState>,
+        source: &SourceRow,
+    ) -> Result<(Polled, Option<i64>), FetchError> {
         let url = source.url.clone().unwrap_or_default();
         let format: FeedFormat = source.format.parse().unwrap_or(FeedFormat::Csv);
         let mut req = self.client.get(&url);
@@ -114,49 +141,91 @@ impl Poller {
         if let Some(lm) = &source.last_modified {
             req = req.header(reqwest::header::IF_MODIFIED_SINCE, lm);
         }
-        let res = req.send().await.map_err(|e| FetchError::Http { url: url.clone(), source: e })?;
+        let res = req.send().await.map_err(|e| FetchError::Http {
+            url: url.clone(),
+            source: e,
+        })?;
         let age = max_age(res.headers());
         let id = source.id;
         let now = state.clock.now().timestamp();
         if res.status() == reqwest::StatusCode::NOT_MODIFIED {
-            state.db.run(move |c| crate::store::sources::record_unchanged(c, id, now)).await?;
+            state
+                .db
+                .run(move |c| crate::store::sources::record_unchanged(c, id, now))
+                .await?;
             if let Some(meta) = state.index.load().sources.get(&id) {
-                meta.last_success_at.store(now, std::sync::atomic::Ordering::Relaxed);
+                meta.last_success_at
+                    .store(now, std::sync::atomic::Ordering::Relaxed);
             }
             return Ok((Polled::NotModified, age));
         }
         if !res.status().is_success() {
-            return Err(FetchError::Status { url, status: res.status().as_u16() });
+            return Err(FetchError::Status {
+                url,
+                status: res.status().as_u16(),
+            });
         }
-        let (etag, last_modified) = (header(res.headers(), reqwest::header::ETAG), header(res.headers(), reqwest::header::LAST_MODIFIED));
-        let body = res.bytes().await.map_err(|e| FetchError::Http { url: url.clone(), source: e })?;
-        let body = match format {
-            FeedFormat::SmartSl if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') && !looks_like_ndjson(&body) => {
-                let manifest = super::smart::parse_manifest(&body).map_err(FetchError::Manifest)?;
-                let mut all = Vec::new();
-                for kind in ["Location", "PractitionerRole", "Schedule", "Slot"] {
-                    for file in manifest.urls(kind) {
-                        let part = self.get(file).await?.bytes().await.map_err(|e| FetchError::Http { url: file.into(), source: e })?;
-                        all.extend_from_slice(&part);
-                        if !all.ends_with(b"\n") {
-                            all.push(b'\n');
+        let (etag, last_modified) = (
+            header(res.headers(), reqwest::header::ETAG),
+            header(res.headers(), reqwest::header::LAST_MODIFIED),
+        );
+        let body = res.bytes().await.map_err(|e| FetchError::Http {
+            url: url.clone(),
+            source: e,
+        })?;
+        let body =
+            match format {
+                FeedFormat::SmartSl
+                    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+                        && !looks_like_ndjson(&body) =>
+                {
+                    let manifest =
+                        super::smart::parse_manifest(&body).map_err(FetchError::Manifest)?;
+                    let mut all = Vec::new();
+                    for kind in ["Location", "PractitionerRole", "Schedule", "Slot"] {
+                        for file in manifest.urls(kind) {
+                            let part = self.get(file).await?.bytes().await.map_err(|e| {
+                                FetchError::Http {
+                                    url: file.into(),
+                                    source: e,
+                                }
+                            })?;
+                            all.extend_from_slice(&part);
+                            if !all.ends_with(b"\n") {
+                                all.push(b'\n');
+                            }
                         }
                     }
+                    web::Bytes::from(all)
                 }
-                web::Bytes::from(all)
-            }
-            _ => body,
-        };
+                _ => body,
+            };
         super::apply::apply(state, source, format, body).await?;
-        state.db.run(move |c| crate::store::sources::record_validators(c, id, etag.as_deref(), last_modified.as_deref())).await?;
+        state
+            .db
+            .run(move |c| {
+                crate::store::sources::record_validators(
+                    c,
+                    id,
+                    etag.as_deref(),
+                    last_modified.as_deref(),
+                )
+            })
+            .await?;
         Ok((Polled::Applied, age))
     }
 
     /// Polls every pulled source that is due at the clock's now, each on its own task; returns
     /// the ids started.
-    pub async fn poll_due(self: &Arc<Self>, state: &web::Data<AppState>) -> Result<Vec<i64>, crate::store::StoreError> {
+    pub async fn poll_due(
+        self: &Arc<Self>,
+        state: &web::Data<AppState>,
+    ) -> Result<Vec<i64>, crate::store::StoreError> {
         let now = state.clock.now().timestamp();
-        let sources = state.db.run(|c| crate::store::sources::list(c, None)).await?;
+        let sources = state
+            .db
+            .run(|c| crate::store::sources::list(c, None))
+            .await?;
         let mut started = Vec::new();
         for s in sources.into_iter().filter(|s| s.url.is_some()) {
             {
@@ -178,7 +247,12 @@ impl Poller {
         Ok(started)
     }
 
-    async fn finish(&self, state: &web::Data<AppState>, s: &SourceRow, result: Result<(Polled, Option<i64>), FetchError>) {
+    async fn finish(
+        &self,
+        state: &web::Data<AppState>,
+        s: &SourceRow,
+        result: Result<(Polled, Option<i64>), FetchError>,
+    ) {
         let now = state.clock.now().timestamp();
         let interval = s.poll_interval_s.unwrap_or(300).max(60);
         let next = match &result {
@@ -191,10 +265,15 @@ impl Poller {
                 if !matches!(e, FetchError::Apply(_)) {
                     // apply() already recorded feed errors; record transport/status errors here
                     let (id, msg) = (s.id, e.to_string());
-                    let _ = state.db.run(move |c| crate::store::sources::record_failure(c, id, now, &msg, None)).await;
+                    let _ = state
+                        .db
+                        .run(move |c| crate::store::sources::record_failure(c, id, now, &msg, None))
+                        .await;
                 }
                 let failures = self.update(s.id, |d| d.failures += 1);
-                let backoff = interval.saturating_mul(1 << failures.min(10)).min(MAX_BACKOFF_S);
+                let backoff = interval
+                    .saturating_mul(1 << failures.min(10))
+                    .min(MAX_BACKOFF_S);
                 let jitter = rand::rng().random_range(-0.2..=0.2) * backoff as f64;
                 now + (backoff as f64 + jitter) as i64
             }
@@ -214,18 +293,29 @@ impl Poller {
 
     /// When a source will next be fetched (epoch seconds), if scheduled.
     pub fn next_at(&self, id: i64) -> Option<i64> {
-        self.due.lock().unwrap_or_else(|e| e.into_inner()).get(&id).map(|d| d.next_at)
+        self.due
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .map(|d| d.next_at)
     }
 
     /// Whether a fetch of this source is running.
     pub fn is_running(&self, id: i64) -> bool {
-        self.due.lock().unwrap_or_else(|e| e.into_inner()).get(&id).is_some_and(|d| d.running)
+        self.due
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .is_some_and(|d| d.running)
     }
 }
 
 /// NDJSON (one resource per line) rather than a manifest object.
 fn looks_like_ndjson(body: &[u8]) -> bool {
-    body.split(|b| *b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace)).nth(1).is_some()
+    body.split(|b| *b == b'\n')
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+        .nth(1)
+        .is_some()
 }
 
 /// Starts the scheduler loop.

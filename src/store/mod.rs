@@ -174,8 +174,10 @@ impl Db {
                 #[cfg(feature = "sqlite")]
                 {
                     let path = sqlite_path(url);
-                    if let Some(parent) = std::path::Path::new(path).parent() {
-                        if !parent.as_os_str().is_empty() {
+                    if let Some(parent) = std::path::Path::new(path).parent()
+                        && !parent.as_os_str().is_empty()
+                    {
+                        {
                             std::fs::create_dir_all(parent).map_err(|e| {
                                 StoreError::Setup(format!(
                                     "cannot create {}: {e}",
