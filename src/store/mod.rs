@@ -11,6 +11,8 @@ pub mod accounts;
 pub mod schema;
 pub mod slots;
 pub mod sources;
+pub mod stats;
+pub mod stats_schema;
 
 use diesel::connection::SimpleConnection;
 use diesel::r2d2::{self, ConnectionManager, CustomizeConnection, PooledConnection};
