@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod auth;
 pub mod health;
+pub mod stats;
 pub mod territories;
 
 use crate::clock::SharedClock;
@@ -39,5 +40,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(territories::communes)
     .service(accounts::create)
     .service(accounts::list)
-    .service(accounts::revoke);
+    .service(accounts::revoke)
+    // statistics: uploads, reads, computed figures
+    .service(stats::upload)
+    .service(stats::list_uploads)
+    .service(stats::get_upload)
+    .service(stats::read)
+    .service(stats::read_csv)
+    .service(stats::schema)
+    .service(stats::computed);
 }
