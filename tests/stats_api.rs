@@ -1338,3 +1338,59 @@ async fn cli_upload_prints_a_report_and_fails_on_refusal() {
     assert!(!ok);
     assert!(out.contains("HTTP 401"), "{out}");
 }
+
+#[tokio::test]
+async fn concurrent_uploads_of_one_key_each_get_a_version() {
+    let app = spawn_app().await;
+    let mut tasks = Vec::new();
+    for n in 0..6u32 {
+        let (client, url, token) = (
+            app.client.clone(),
+            app.url("/v1/stats/uploads?preset=canonical"),
+            app.admin_token.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let body = format!(
+                "cpts_id,period_start,period_end,requests_received\n{NANTES},2026-09-01,2026-09-30,{n}\n"
+            );
+            let res = client
+                .post(url)
+                .bearer_auth(token)
+                .header("content-type", "text/csv")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            res.status().as_u16()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 201);
+    }
+    let (_, list) = app
+        .get_json("/v1/stats/uploads", Some(&app.admin_token))
+        .await;
+    let newest = list["uploads"][0]["id"].as_i64().unwrap();
+    assert_eq!(list["uploads"].as_array().unwrap().len(), 6);
+    let (_, detail) = app
+        .get_json(
+            &format!("/v1/stats/uploads/{newest}"),
+            Some(&app.admin_token),
+        )
+        .await;
+    let history = detail["records"][0]["history"].as_array().unwrap();
+    let versions: Vec<i64> = history
+        .iter()
+        .map(|h| h["version"].as_i64().unwrap())
+        .collect();
+    assert_eq!(versions, vec![1, 2, 3, 4, 5, 6]);
+    let current = history
+        .iter()
+        .filter(|h| h["superseded_by"].is_null())
+        .count();
+    assert_eq!(current, 1);
+    let (_, read) = app
+        .get_json(&format!("/v1/stats?cpts={NANTES}"), Some(&app.admin_token))
+        .await;
+    assert_eq!(read["rows"][0]["records"], 1);
+}

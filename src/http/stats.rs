@@ -574,6 +574,7 @@ fn selected_cpts(
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect();
+    let scope = read_scope(caller, &asked)?;
     for id in &asked {
         if state.geo.territory(id).is_none() {
             return Err(ApiError::unprocessable(
@@ -582,7 +583,6 @@ fn selected_cpts(
             ));
         }
     }
-    let scope = read_scope(caller, &asked)?;
     let mut ids: Option<Vec<String>> = match scope {
         Some(own) => Some(vec![own]),
         None if asked.is_empty() => None,

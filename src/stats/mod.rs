@@ -1,5 +1,8 @@
 //! Standardised statistics uploaded by the CPTS: parsing of the upload presets,
-//! consistency rules, and aggregation. Pure: no database, no HTTP, no clock.
+//! consistency rules, and aggregation. Pure: no database, no HTTP, no clock — except
+//! [`tally`] (search counters flushed to the database) and [`client`] (the
+//! `sasnp stats upload` command, an HTTP client); storage is `store::stats`, the API
+//! `http::stats`.
 //!
 //! Rules kept here (details and rationale in `src/stats/STATS.md`):
 //! - an upload is accepted whole or rejected whole: [`parse_upload`] returns either every
