@@ -10,6 +10,8 @@ pub mod error;
 pub mod geo;
 pub mod http;
 pub mod index;
+pub mod ingest;
 pub mod startup;
 pub mod stats;
 pub mod store;
+pub mod tasks;

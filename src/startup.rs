@@ -43,6 +43,17 @@ impl Application {
             })?;
         let dir = settings.geodata_dir.clone();
         let geo = tokio::task::spawn_blocking(move || load_geography(dir.as_deref())).await??;
+        let (index, slots) = {
+            let (db, settings, now) = (db.clone(), settings.clone(), clock.now().timestamp());
+            tokio::task::spawn_blocking(move || {
+                let index = crate::index::SlotIndex::default();
+                let mut conn = db.conn()?;
+                let n = crate::index::load::rebuild_all(&mut conn, &settings, &index, now)?;
+                Ok::<_, crate::store::StoreError>((index, n))
+            })
+            .await??
+        };
+        tracing::info!(slots, "search index built");
         let listener = TcpListener::bind(&settings.bind)
             .with_context(|| format!("binding {}", settings.bind))?;
         let port = listener.local_addr()?.port();
@@ -55,6 +66,7 @@ impl Application {
             geo: Arc::new(geo),
             clock,
             tokens: Default::default(),
+            index,
         });
         let data = state.clone();
         let server = HttpServer::new(move || {
@@ -66,6 +78,7 @@ impl Application {
         .workers(workers)
         .listen(listener)?
         .run();
+        crate::tasks::spawn_hold_sweeper(state.clone());
         Ok(Self {
             port,
             server,

@@ -3,7 +3,10 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod bookings;
 pub mod health;
+pub mod search;
+pub mod sources;
 pub mod stats;
 pub mod territories;
 
@@ -22,31 +25,48 @@ pub struct AppState {
     pub geo: Arc<Geography>,
     pub clock: SharedClock,
     pub tokens: auth::TokenCache,
+    pub index: crate::index::SlotIndex,
 }
+
+/// Largest feed body accepted by `PUT /v1/sources/{id}/slots` (a 1M-slot NDJSON snapshot is
+/// about 400 MB).
+pub const FEED_BODY_LIMIT: usize = 1 << 30;
 
 /// Registers every route and the extractor error handlers.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(
-        web::JsonConfig::default()
-            .limit(1 << 20)
-            .error_handler(error::json_error_handler),
-    )
-    .app_data(web::QueryConfig::default().error_handler(error::query_error_handler))
-    .app_data(web::PathConfig::default().error_handler(error::path_error_handler))
-    .service(health::health)
-    .service(health::ready)
-    .service(territories::list)
-    .service(territories::at)
-    .service(territories::communes)
-    .service(accounts::create)
-    .service(accounts::list)
-    .service(accounts::revoke)
-    // statistics: uploads, reads, computed figures
-    .service(stats::upload)
-    .service(stats::list_uploads)
-    .service(stats::get_upload)
-    .service(stats::read)
-    .service(stats::read_csv)
-    .service(stats::schema)
-    .service(stats::computed);
+    cfg.app_data(web::PayloadConfig::new(FEED_BODY_LIMIT))
+        .app_data(
+            web::JsonConfig::default()
+                .limit(1 << 20)
+                .error_handler(error::json_error_handler),
+        )
+        .app_data(web::QueryConfig::default().error_handler(error::query_error_handler))
+        .app_data(web::PathConfig::default().error_handler(error::path_error_handler))
+        .service(health::health)
+        .service(health::ready)
+        .service(territories::list)
+        .service(territories::at)
+        .service(territories::communes)
+        .service(accounts::create)
+        .service(accounts::list)
+        .service(accounts::revoke)
+        .service(sources::create)
+        .service(sources::list)
+        .service(sources::show)
+        .service(sources::put_slots)
+        .service(sources::report)
+        .service(search::search_slots)
+        .service(bookings::hold)
+        .service(bookings::release)
+        .service(bookings::confirm)
+        .service(bookings::outcome)
+        .service(bookings::list)
+        // statistics: uploads, reads, computed figures
+        .service(stats::upload)
+        .service(stats::list_uploads)
+        .service(stats::get_upload)
+        .service(stats::read)
+        .service(stats::read_csv)
+        .service(stats::schema)
+        .service(stats::computed);
 }

@@ -1,6 +1,10 @@
 //! Building index entries from stored rows (start-up and after each committed snapshot).
 
-use super::{PlaceEntry, Provider, SlotEntry, SourceMeta};
+use super::{PlaceEntry, Provider, SlotEntry, SlotIndex, Snapshot, SourceMeta};
+use crate::config::Settings;
+use crate::store::sources::SourceRow;
+use crate::store::{DbConn, StoreError};
+use std::sync::atomic::AtomicI64;
 use crate::domain::LatLon;
 use crate::domain::slot::{AppointmentType, AudienceSet, LocationPrecision, Modality};
 use crate::store::slots::{PlaceRow, SlotRow};
@@ -82,4 +86,59 @@ pub fn build_places(
         }));
     }
     (out, taken)
+}
+
+/// How long a source's data stays fresh: 24 h (configurable) after a push, or
+/// `pull_stale_factor` poll intervals for a pulled source.
+pub fn stale_after_s(row: &SourceRow, settings: &Settings) -> i64 {
+    match (row.url.as_deref(), row.poll_interval_s) {
+        (Some(_), Some(every)) if every > 0 => every.saturating_mul(i64::from(settings.pull_stale_factor)),
+        _ => i64::try_from(settings.push_stale_after_s).unwrap_or(i64::MAX),
+    }
+}
+
+/// Index metadata of a stored source.
+pub fn source_meta(row: &SourceRow, settings: &Settings) -> Arc<SourceMeta> {
+    Arc::new(SourceMeta {
+        id: row.id,
+        cpts_id: row.cpts_id.clone(),
+        name: row.name.clone(),
+        last_success_at: AtomicI64::new(row.last_success_at.unwrap_or(0)),
+        stale_after_s: stale_after_s(row, settings),
+    })
+}
+
+/// Rebuilds the whole index from the database (start-up).
+pub fn rebuild_all(conn: &mut DbConn, settings: &Settings, index: &SlotIndex, now: i64) -> Result<usize, StoreError> {
+    let sources: HashMap<i64, Arc<SourceMeta>> = crate::store::sources::list(conn, None)?
+        .iter()
+        .map(|r| (r.id, source_meta(r, settings)))
+        .collect();
+    let (places, slots) = crate::store::slots::load_for_index(conn, None, now)?;
+    let (places, taken) = build_places(places, slots, &sources);
+    let snap = Snapshot::new(places, sources);
+    let n = snap.slot_count;
+    index.replace_all(snap);
+    index.reset_taken(taken);
+    Ok(n)
+}
+
+/// Reloads one source after its snapshot committed.
+pub fn reload_source(
+    conn: &mut DbConn,
+    settings: &Settings,
+    index: &SlotIndex,
+    source_id: i64,
+    now: i64,
+) -> Result<(), StoreError> {
+    let row = crate::store::sources::get(conn, source_id)?;
+    let meta = source_meta(&row, settings);
+    let sources = HashMap::from([(row.id, meta.clone())]);
+    let (places, slots) = crate::store::slots::load_for_index(conn, Some(source_id), now)?;
+    let (places, taken) = build_places(places, slots, &sources);
+    for (slot, until) in taken {
+        index.mark_taken(slot, until);
+    }
+    index.replace_source(meta, places);
+    Ok(())
 }

@@ -8,6 +8,7 @@
 //! backends so that one `schema.rs` serves both.
 
 pub mod accounts;
+pub mod bookings;
 pub mod schema;
 pub mod slots;
 pub mod sources;

@@ -105,7 +105,7 @@ diesel::table! {
 diesel::table! {
     appointments (id) {
         id -> BigInt,
-        slot_id -> BigInt,
+        slot_id -> Nullable<BigInt>,
         hold_id -> Text,
         account_id -> BigInt,
         cpts_id -> Text,

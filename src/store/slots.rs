@@ -6,7 +6,8 @@
 //!   operator saw stays valid after a refresh;
 //! - a refresh never touches operator state (`hold_id`, `held_until`, `appointment_id`): a held
 //!   or booked slot is never turned back to free by a feed, and one that vanishes from its feed
-//!   while held or booked is kept and marked `removed_from_feed_at` (reported), not deleted.
+//!   while held or booked is kept and marked `removed_from_feed_at` (reported), not deleted;
+//! - a slot whose start has passed is history: kept when it leaves the feed.
 
 use super::schema::{places, slots, sources};
 use super::{DbConn, StoreError, to_epoch};
@@ -263,13 +264,16 @@ pub fn replace_snapshot(
             .get_result(c))?;
         let inserted = (after - before).max(0) as u64;
 
-        // Vanished slots: kept and marked when held or booked, deleted otherwise.
+        // Vanished future slots: kept and marked when held or booked, deleted otherwise.
+        // Vanished slots whose start has passed are history (offered, then gone): kept for
+        // the computed statistics; the index only reads slots that have not ended.
         let vanished = slots::source_id
             .eq(source_id)
-            .and(slots::snapshot_seq.lt(seq));
-        let taken = slots::appointment_id.is_not_null().or(slots::hold_id
+            .and(slots::snapshot_seq.lt(seq))
+            .and(slots::start_at.gt(now_s));
+        let taken = slots::appointment_id
             .is_not_null()
-            .and(slots::held_until.gt(now_s)));
+            .or(slots::hold_id.is_not_null().and(slots::held_until.gt(now_s)));
         let kept_taken: Vec<String> = db_run!(&mut *conn, |c| {
             let ids: Vec<String> = slots::table
                 .filter(vanished)

@@ -143,3 +143,136 @@ impl Drop for TestApp {
         }
     }
 }
+
+/// A row of the test CSV feed: `(id, start "YYYY-MM-DD HH:MM" Paris, minutes, place, profession,
+/// specialty, modality, surnumeraire, status)`.
+pub struct Row<'a> {
+    pub id: &'a str,
+    pub start: &'a str,
+    pub minutes: u32,
+    pub place: Place,
+    pub profession: &'a str,
+    pub specialty: &'a str,
+    pub modality: &'a str,
+    pub surnumeraire: bool,
+    pub status: &'a str,
+}
+
+/// Real places around Nantes and beyond, with distances from Nantes centre (47.2184, -1.5536).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Place {
+    /// 0 km
+    NantesCentre,
+    /// ≈ 4 km south
+    Reze,
+    /// ≈ 7.3 km west
+    SaintHerblain,
+    /// ≈ 14.2 km north, in Sucé-sur-Erdre
+    SuceSurErdre,
+    /// ≈ 50 km west
+    SaintNazaire,
+}
+
+impl Place {
+    pub fn fields(self) -> (&'static str, &'static str, &'static str, &'static str, &'static str, &'static str) {
+        // name, address, postcode, city, lat, lon (decimal comma: a French export)
+        match self {
+            Place::NantesCentre => ("Cabinet Graslin", "2 rue Crébillon", "44000", "Nantes", "47,2184", "-1,5536"),
+            Place::Reze => ("MSP Rezé", "10 rue Jean Jaurès", "44400", "Rezé", "47,1833", "-1,5500"),
+            Place::SaintHerblain => ("Cabinet Bourgonnière", "1 bd Salvador Allende", "44800", "Saint-Herblain", "47,2122", "-1,6497"),
+            Place::SuceSurErdre => ("Centre de santé de l'Erdre", "5 rue de la Mairie", "44240", "Sucé-sur-Erdre", "47,3456", "-1,5278"),
+            Place::SaintNazaire => ("Cabinet du Port", "1 rue du Port", "44600", "Saint-Nazaire", "47,2735", "-2,2138"),
+        }
+    }
+}
+
+impl<'a> Row<'a> {
+    pub fn new(id: &'a str, start: &'a str, place: Place) -> Self {
+        Row { id, start, minutes: 20, place, profession: "10", specialty: "SM54", modality: "AMB", surnumeraire: false, status: "libre" }
+    }
+}
+
+/// A French spreadsheet export (`;`, decimal commas, local times) of `rows`.
+pub fn csv_feed(rows: &[Row<'_>]) -> String {
+    let mut out = String::from(
+        "slot_id;debut;duree;statut;rpps;praticien;profession;specialite;lieu;adresse;code_postal;ville;latitude;longitude;modalite;lien;telephone;en_sus\r\n",
+    );
+    for (i, r) in rows.iter().enumerate() {
+        let (name, addr, pc, city, lat, lon) = r.place.fields();
+        out.push_str(&format!(
+            "{};{};{};{};{};Dr Test {};{};{};{};{};{};{};{};{};{};https://rdv.example/{};02 40 00 00 {:02};{}\r\n",
+            r.id,
+            r.start,
+            r.minutes,
+            r.status,
+            10_000_000_000u64 + i as u64,
+            i,
+            r.profession,
+            r.specialty,
+            name,
+            addr,
+            pc,
+            city,
+            lat,
+            lon,
+            r.modality,
+            r.id,
+            i % 100,
+            if r.surnumeraire { "oui" } else { "non" },
+        ));
+    }
+    out
+}
+
+impl TestApp {
+    /// Creates a CSV source for the first CPTS of Loire-Atlantique's Nantes territory and returns its id.
+    pub async fn csv_source(&self, token: &str, cpts: &str) -> i64 {
+        let res = self
+            .client
+            .post(self.url("/v1/sources"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"name": "Agenda CPTS", "format": "csv", "cpts": cpts}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+        res.json::<serde_json::Value>().await.unwrap()["id"].as_i64().unwrap()
+    }
+
+    /// PUTs a CSV snapshot; returns (status, body).
+    pub async fn push_csv(&self, token: &str, source: i64, body: String) -> (u16, serde_json::Value) {
+        let res = self
+            .client
+            .put(self.url(&format!("/v1/sources/{source}/slots")))
+            .bearer_auth(token)
+            .header("Content-Type", "text/csv; charset=utf-8")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), res.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// The CPTS territory containing Nantes.
+    pub fn nantes_cpts(&self) -> String {
+        let p = sasnp::domain::LatLon::new(47.2184, -1.5536).unwrap();
+        self.state.geo.locate(p).unwrap().territory.unwrap().id.clone()
+    }
+
+    pub async fn search(&self, token: &str, query: &str) -> (u16, serde_json::Value) {
+        self.get_json(&format!("/v1/search?{query}"), Some(token)).await
+    }
+
+    pub async fn post_json(&self, token: &str, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let res = self.client.post(self.url(path)).bearer_auth(token).json(&body).send().await.unwrap();
+        (res.status().as_u16(), res.json().await.unwrap_or(serde_json::Value::Null))
+    }
+}
+
+/// Slot ids in a search answer, in order.
+pub fn result_ids(body: &serde_json::Value) -> Vec<String> {
+    body["results"]
+        .as_array()
+        .map(|a| a.iter().map(|r| r["external_id"].as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
+}

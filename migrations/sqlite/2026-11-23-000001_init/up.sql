@@ -98,8 +98,8 @@ CREATE INDEX holds_slot ON holds (slot_id);
 
 CREATE TABLE appointments (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    slot_id BIGINT NOT NULL REFERENCES slots (id),
-    hold_id TEXT NOT NULL UNIQUE REFERENCES holds (id),
+    slot_id BIGINT REFERENCES slots (id) ON DELETE SET NULL,
+    hold_id TEXT NOT NULL UNIQUE,
     account_id BIGINT NOT NULL REFERENCES accounts (id),
     cpts_id TEXT NOT NULL,
     orientation_category TEXT NOT NULL,

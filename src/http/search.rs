@@ -1,0 +1,328 @@
+//! `GET /v1/search`: the operator's nearest-free-slot query. Reads the index snapshot only.
+
+use crate::domain::slot::Modality;
+use crate::domain::{InseeCode, LatLon, Postcode, Role};
+use crate::error::ApiError;
+use crate::geo::Commune;
+use crate::http::AppState;
+use crate::http::auth::Caller;
+use crate::http::territories::{commune_json, parse_point};
+use crate::index::search::{Order, Query, Radius, Surnumeraire, search};
+use actix_web::{HttpResponse, get, web};
+use chrono::{DateTime, Utc};
+use chrono_tz::Europe::Paris;
+use serde_json::{Value, json};
+
+/// How many times the radius may grow by its step before the search gives up.
+pub const MAX_ENLARGEMENTS: u32 = 4;
+
+/// Default radius and enlargement step per department, as on the national SAS platform
+/// (44: 10 km + 5 km; 49, 72, 85: 20 km + 10 km; 53: 30 km + 15 km).
+pub fn department_radius(department: &str) -> Radius {
+    let (base_km, step_km) = match department {
+        "44" => (10.0, 5.0),
+        "53" => (30.0, 15.0),
+        _ => (20.0, 10.0),
+    };
+    Radius { base_m: base_km * 1000.0, step_m: step_km * 1000.0, max_steps: MAX_ENLARGEMENTS }
+}
+
+/// The SAS time buckets, in hours from now.
+pub fn window_bucket(name: &str) -> Option<(i64, i64)> {
+    Some(match name {
+        "0-4h" => (0, 4),
+        "4-8h" => (4, 8),
+        "8-12h" => (8, 12),
+        "12-24h" => (12, 24),
+        "24-48h" => (24, 48),
+        "48-72h" => (48, 72),
+        _ => return None,
+    })
+}
+
+/// Renders an instant in Europe/Paris with its offset (`2026-11-23T10:30:00+01:00`).
+pub fn paris(ts: i64) -> String {
+    DateTime::<Utc>::from_timestamp(ts, 0).unwrap_or_default().with_timezone(&Paris).to_rfc3339()
+}
+
+struct Patient<'a> {
+    point: LatLon,
+    commune: &'a Commune,
+}
+
+fn ambiguous(what: &str, candidates: &[&Commune]) -> ApiError {
+    ApiError::Unprocessable {
+        code: "ambiguous_location",
+        detail: format!("`{what}` matches {} communes: choose one and search by `commune` (INSEE code)", candidates.len()),
+        extra: Some(json!({"candidates": candidates.iter().map(|c| commune_json(c)).collect::<Vec<_>>()})),
+    }
+}
+
+fn one_commune<'a>(what: &str, found: Vec<&'a Commune>) -> Result<&'a Commune, ApiError> {
+    match found.as_slice() {
+        [] => Err(ApiError::unprocessable("unknown_location", format!("no commune of Pays de la Loire matches `{what}`"))),
+        [one] => Ok(one),
+        many => Err(ambiguous(what, many)),
+    }
+}
+
+fn locate_patient<'a>(state: &'a AppState, p: &Params) -> Result<Patient<'a>, ApiError> {
+    let given = [p.lat.is_some() || p.lon.is_some(), p.commune.is_some(), p.postcode.is_some(), p.q.is_some()];
+    match given.iter().filter(|g| **g).count() {
+        0 => {
+            return Err(ApiError::bad_request(
+                "missing_location",
+                "give the patient's location: `lat`+`lon`, `commune` (INSEE), `postcode` or `q`",
+            ));
+        }
+        1 => {}
+        _ => {
+            return Err(ApiError::bad_request(
+                "conflicting_location",
+                "give only one of `lat`+`lon`, `commune`, `postcode`, `q`",
+            ));
+        }
+    }
+    let geo = &state.geo;
+    if p.lat.is_some() || p.lon.is_some() {
+        let point = parse_point(p.lat.as_deref(), p.lon.as_deref())?;
+        let located = geo.locate(point).ok_or_else(|| {
+            ApiError::unprocessable("outside_region", "the patient's position is outside Pays de la Loire")
+        })?;
+        return Ok(Patient { point, commune: located.commune });
+    }
+    let commune = if let Some(code) = &p.commune {
+        let insee: InseeCode = code.parse().map_err(|e: String| ApiError::bad_request("invalid_commune", format!("`commune`: {e}")))?;
+        geo.commune(&insee)
+            .ok_or_else(|| ApiError::unprocessable("unknown_location", format!("`commune`: {insee} is not a commune of Pays de la Loire")))?
+    } else if let Some(pc) = &p.postcode {
+        let pc: Postcode = pc.parse().map_err(|e: String| ApiError::bad_request("invalid_postcode", format!("`postcode`: {e}")))?;
+        one_commune(pc.as_str(), geo.communes_by_postcode(&pc))?
+    } else {
+        let q = p.q.as_deref().unwrap_or_default().trim();
+        if let Ok(pc) = q.parse::<Postcode>() {
+            one_commune(q, geo.communes_by_postcode(&pc))?
+        } else {
+            let found = geo.search_communes(q, 20);
+            let key = crate::geo::names::name_key(q);
+            let exact: Vec<&Commune> = found
+                .iter()
+                .copied()
+                .filter(|c| crate::geo::names::name_key(&c.name) == key || c.aliases.iter().any(|a| crate::geo::names::name_key(a) == key))
+                .collect();
+            if exact.is_empty() { one_commune(q, found)? } else { one_commune(q, exact)? }
+        }
+    };
+    Ok(Patient { point: commune.interior, commune })
+}
+
+/// Raw query parameters (`modality` may repeat).
+#[derive(Debug, Default)]
+struct Params {
+    lat: Option<String>,
+    lon: Option<String>,
+    commune: Option<String>,
+    postcode: Option<String>,
+    q: Option<String>,
+    profession: Option<String>,
+    specialty: Option<String>,
+    modality: Vec<String>,
+    window: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    surnumeraire: Option<String>,
+    limit: Option<String>,
+    order: Option<String>,
+    radius_km: Option<String>,
+    seed: Option<String>,
+}
+
+impl Params {
+    fn parse(pairs: Vec<(String, String)>) -> Result<Self, ApiError> {
+        let mut p = Params::default();
+        for (k, v) in pairs {
+            let slot = match k.as_str() {
+                "lat" => &mut p.lat,
+                "lon" => &mut p.lon,
+                "commune" => &mut p.commune,
+                "postcode" => &mut p.postcode,
+                "q" => &mut p.q,
+                "profession" => &mut p.profession,
+                "specialty" => &mut p.specialty,
+                "window" => &mut p.window,
+                "from" => &mut p.from,
+                "to" => &mut p.to,
+                "surnumeraire" => &mut p.surnumeraire,
+                "limit" => &mut p.limit,
+                "order" => &mut p.order,
+                "radius_km" => &mut p.radius_km,
+                "seed" => &mut p.seed,
+                "modality" => {
+                    p.modality.extend(v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from));
+                    continue;
+                }
+                other => return Err(ApiError::bad_request("unknown_parameter", format!("unknown parameter `{other}`"))),
+            };
+            *slot = Some(v);
+        }
+        Ok(p)
+    }
+}
+
+fn code_param(name: &str, v: &Option<String>) -> Result<Option<String>, ApiError> {
+    match v.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(s) if s.len() <= 10 && s.chars().all(|c| c.is_ascii_alphanumeric()) => Ok(Some(s.to_ascii_uppercase())),
+        Some(s) => Err(ApiError::bad_request("invalid_parameter", format!("`{name}`: `{s}` is not a code (e.g. 10, SM54)"))),
+    }
+}
+
+fn instant_param(name: &str, v: &str) -> Result<i64, ApiError> {
+    DateTime::parse_from_rfc3339(v.trim())
+        .map(|d| d.timestamp())
+        .map_err(|e| ApiError::bad_request("invalid_parameter", format!("`{name}`: `{v}` is not an RFC 3339 instant ({e})")))
+}
+
+fn build_query(state: &AppState, p: &Params, origin: LatLon, department: &str, now: i64) -> Result<Query, ApiError> {
+    let mut radius = department_radius(department);
+    if let Some(r) = &p.radius_km {
+        let km: f64 = r.trim().parse().ok().filter(|k: &f64| k.is_finite() && (0.1..=200.0).contains(k)).ok_or_else(|| {
+            ApiError::bad_request("invalid_parameter", format!("`radius_km`: `{r}` is not a distance between 0.1 and 200 km"))
+        })?;
+        radius.base_m = km * 1000.0;
+    }
+    let (from, to) = match (&p.window, &p.from, &p.to) {
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+            return Err(ApiError::bad_request("conflicting_parameters", "give either `window` or `from`/`to`, not both"));
+        }
+        (Some(w), None, None) => {
+            let (a, b) = window_bucket(w.trim()).ok_or_else(|| {
+                ApiError::bad_request("invalid_parameter", format!("`window`: `{w}` is not one of 0-4h, 4-8h, 8-12h, 12-24h, 24-48h, 48-72h"))
+            })?;
+            (now + a * 3600, now + b * 3600)
+        }
+        (None, from, to) => {
+            let from = from.as_deref().map(|v| instant_param("from", v)).transpose()?.unwrap_or(now);
+            let to = to.as_deref().map(|v| instant_param("to", v)).transpose()?.unwrap_or(now + 72 * 3600);
+            if to <= from {
+                return Err(ApiError::bad_request("invalid_parameter", "`to` must be after `from`"));
+            }
+            (from, to)
+        }
+    };
+    let modalities = p
+        .modality
+        .iter()
+        .map(|m| {
+            Modality::parse(m).ok_or_else(|| ApiError::bad_request("invalid_parameter", format!("`modality`: `{m}` is not AMB, HH or VR")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let surnumeraire = match p.surnumeraire.as_deref().map(str::trim) {
+        None | Some("include") => Surnumeraire::Include,
+        Some("only") => Surnumeraire::Only,
+        Some("exclude") => Surnumeraire::Exclude,
+        Some(o) => return Err(ApiError::bad_request("invalid_parameter", format!("`surnumeraire`: `{o}` is not include, only or exclude"))),
+    };
+    let limit = match &p.limit {
+        None => 10,
+        Some(l) => l.trim().parse::<usize>().ok().filter(|n| (1..=100).contains(n)).ok_or_else(|| {
+            ApiError::bad_request("invalid_parameter", format!("`limit`: `{l}` is not a whole number from 1 to 100"))
+        })?,
+    };
+    let order = match p.order.as_deref().map(str::trim) {
+        None | Some("distance") => Order::Distance,
+        Some("soonest") => Order::Soonest,
+        Some("neutral") => Order::Neutral,
+        Some(o) => return Err(ApiError::bad_request("invalid_parameter", format!("`order`: `{o}` is not distance, soonest or neutral"))),
+    };
+    let seed = match &p.seed {
+        Some(s) => s.trim().parse().map_err(|_| ApiError::bad_request("invalid_parameter", "`seed` must be a whole number"))?,
+        None => rand::random(),
+    };
+    let _ = state;
+    Ok(Query {
+        origin,
+        radius,
+        from,
+        to,
+        now,
+        profession: code_param("profession", &p.profession)?,
+        specialty: code_param("specialty", &p.specialty)?,
+        modalities,
+        surnumeraire,
+        limit,
+        order,
+        seed,
+    })
+}
+
+#[get("/v1/search")]
+pub async fn search_slots(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<Vec<(String, String)>>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(&[Role::Operator, Role::Admin])?;
+    let p = Params::parse(query.into_inner())?;
+    let patient = locate_patient(&state, &p)?;
+    let now = state.clock.now().timestamp();
+    let department = patient.commune.department.as_str();
+    let q = build_query(&state, &p, patient.point, department, now)?;
+    let snap = state.index.load();
+    let found = search(&snap, &state.index, &q);
+    let territory = state.geo.territory_of(&patient.commune.insee);
+    let results: Vec<Value> = found
+        .hits
+        .iter()
+        .map(|h| {
+            let s = h.slot();
+            let place = &h.place;
+            let pr = &s.provider;
+            let cpts_id = place.source.cpts_id.as_str();
+            let last_success = place.source.last_success_at.load(std::sync::atomic::Ordering::Relaxed);
+            json!({
+                "slot_id": s.id,
+                "external_id": &*s.external_id,
+                "start": paris(s.start),
+                "end": paris(s.end),
+                "distance_km": (h.distance_m / 10.0).round() / 100.0,
+                "place": {
+                    "id": place.id, "name": place.name, "address": place.address, "postcode": place.postcode,
+                    "city": place.city, "insee": place.insee, "lat": place.position.lat, "lon": place.position.lon,
+                    "precision": place.precision.as_str(),
+                },
+                "practitioner": (pr.practitioner_id.is_some() || pr.practitioner_name.is_some()).then(|| json!({
+                    "id": pr.practitioner_id, "name": pr.practitioner_name, "profession": pr.profession, "specialty": pr.specialty,
+                })),
+                "structure": pr.structure_kind.as_ref().map(|k| json!({"kind": k, "id": pr.structure_id, "name": pr.structure_name})),
+                "cpts": {"id": cpts_id, "name": state.geo.territory(cpts_id).map(|t| t.name.as_str())},
+                "modality": s.modality.code(),
+                "appointment_type": s.appointment_type,
+                "surnumeraire": s.surnumeraire,
+                "capacity": s.capacity,
+                "booking_url": s.booking_url,
+                "booking_phone": pr.booking_phone,
+                "source": {
+                    "id": place.source.id, "name": place.source.name,
+                    "last_success_at": (last_success > 0).then(|| paris(last_success)),
+                    "fresh": place.source.is_fresh(now),
+                },
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "patient": {
+            "lat": patient.point.lat, "lon": patient.point.lon,
+            "commune": {"insee": patient.commune.insee, "name": patient.commune.name},
+            "cpts": territory.map(|t| json!({"id": t.id, "name": t.name})),
+            "department": department,
+        },
+        "base_radius_km": q.radius.base_m / 1000.0,
+        "radius_km": found.radius_m / 1000.0,
+        "enlargement_steps": found.steps,
+        "max_radius_km": q.radius.cap_m() / 1000.0,
+        "window": {"from": paris(q.from.max(now)), "to": paris(q.to)},
+        "count": results.len(),
+        "results": results,
+    })))
+}

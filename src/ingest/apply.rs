@@ -1,0 +1,86 @@
+//! Applying one feed body to one source: parse and normalise (on the blocking pool), store the
+//! snapshot in one transaction, then refresh the index. Shared by push (`PUT …/slots`) and pull.
+//!
+//! A feed that cannot be read at all changes nothing but the source's `last_error`/report; a
+//! readable feed replaces the snapshot with its accepted slots (rejected lines are reported).
+
+use super::{FeedError, FeedFormat, IngestContext, IngestReport};
+use crate::http::AppState;
+use crate::store::StoreError;
+use crate::store::slots::SnapshotOutcome;
+use crate::store::sources::SourceRow;
+use serde_json::{Value, json};
+
+/// Why a feed was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Feed(#[from] FeedError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("ingest task failed: {0}")]
+    Task(String),
+}
+
+/// The report a publisher reads: parse counts plus what the store changed.
+pub fn report_json(report: &IngestReport, outcome: Option<&SnapshotOutcome>, format: FeedFormat, at: i64) -> Value {
+    let mut v = serde_json::to_value(report).unwrap_or_else(|_| json!({}));
+    if let Some(o) = outcome {
+        v["updated"] = json!(o.updated);
+        v["removed"] = json!(o.removed);
+        v["inserted"] = json!(o.inserted);
+        v["booked_or_held_slots_withdrawn"] = json!(o.kept_taken);
+    }
+    v["format"] = json!(format.as_str());
+    v["at"] = json!(crate::http::search::paris(at));
+    v
+}
+
+/// Parses `bytes` as `format` and replaces the slots of `source`, then refreshes the index.
+/// Returns the stored report.
+pub async fn apply(
+    state: &actix_web::web::Data<AppState>,
+    source: &SourceRow,
+    format: FeedFormat,
+    bytes: actix_web::web::Bytes,
+) -> Result<Value, ApplyError> {
+    let now = state.clock.now();
+    let horizon = chrono::Duration::days(i64::from(state.settings.horizon_days));
+    let geo = state.geo.clone();
+    let parsed = tokio::task::spawn_blocking(move || {
+        let ctx = IngestContext { now, horizon, resolver: geo.as_ref() };
+        super::ingest(format, &bytes, &ctx)
+    })
+    .await
+    .map_err(|e| ApplyError::Task(e.to_string()))?;
+    let at = now.timestamp();
+    let outcome = match parsed {
+        Ok(o) => o,
+        Err(e) => {
+            let (id, msg) = (source.id, e.to_string());
+            let report = json!({"format": format.as_str(), "at": crate::http::search::paris(at),
+                "error": {"code": e.code(), "line": e.line(), "message": msg}})
+            .to_string();
+            state.db.run(move |c| crate::store::sources::record_failure(c, id, at, &msg, Some(&report))).await?;
+            return Err(e.into());
+        }
+    };
+    let (source_id, cpts_id) = (source.id, source.cpts_id.clone());
+    let st = state.clone();
+    let report = state
+        .db
+        .run(move |c| {
+            let final_report = std::cell::RefCell::new(Value::Null);
+            crate::store::slots::replace_snapshot(c, source_id, &cpts_id, &outcome.feed, &outcome.removed_ids, now, &|o| {
+                let v = report_json(&outcome.report, Some(o), format, at);
+                let text = v.to_string();
+                *final_report.borrow_mut() = v;
+                text
+            })?;
+            // The database committed: now the index (readers switch to the new snapshot at once).
+            crate::index::load::reload_source(c, &st.settings, &st.index, source_id, at)?;
+            Ok(final_report.into_inner())
+        })
+        .await?;
+    Ok(report)
+}

@@ -1,0 +1,380 @@
+//! FHIR R4 JSON wire types, as far as slot feeds use them (ANS SAS IG and SMART Scheduling
+//! Links). Borrowed from the input where possible, lenient on shape (FHIR `0..*` elements
+//! given as one object are accepted), unknown elements ignored.
+//!
+//! [`Resource`] is the union of the elements of Slot, Schedule, Practitioner,
+//! PractitionerRole, Location, HealthcareService and Organization: one pass reads any of
+//! them, `resourceType` says which.
+
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, de::value::MapAccessDeserializer};
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+
+/// A string borrowed from the input when it has no escapes (serde only borrows a bare
+/// `Cow<str>` field, not one inside `Option` or `Vec`: this newtype does it everywhere).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Str<'a>(pub Cow<'a, str>);
+
+impl std::ops::Deref for Str<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Str<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V(PhantomData))
+    }
+}
+
+/// Any FHIR resource of a slot feed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Resource<'a> {
+    #[serde(borrow)]
+    pub resource_type: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub id: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub meta: Option<Meta<'a>>,
+    #[serde(borrow)]
+    pub extension: Vec<Extension<'a>>,
+    #[serde(borrow)]
+    pub contained: Vec<Resource<'a>>,
+    // Slot
+    #[serde(borrow)]
+    pub schedule: Option<Reference<'a>>,
+    #[serde(borrow)]
+    pub status: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub start: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub end: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub comment: Option<Str<'a>>,
+    #[serde(borrow, deserialize_with = "one_or_many")]
+    pub service_type: Vec<CodeableConcept<'a>>,
+    #[serde(borrow, deserialize_with = "one_or_many")]
+    pub specialty: Vec<CodeableConcept<'a>>,
+    #[serde(borrow)]
+    pub appointment_type: Option<CodeableConcept<'a>>,
+    // Schedule
+    #[serde(borrow, deserialize_with = "one_or_many")]
+    pub actor: Vec<Reference<'a>>,
+    // PractitionerRole
+    #[serde(borrow)]
+    pub practitioner: Option<Reference<'a>>,
+    #[serde(borrow)]
+    pub organization: Option<Reference<'a>>,
+    #[serde(borrow, deserialize_with = "one_or_many")]
+    pub location: Vec<Reference<'a>>,
+    #[serde(borrow, deserialize_with = "one_or_many")]
+    pub code: Vec<CodeableConcept<'a>>,
+    // Location, Organization, Practitioner, PractitionerRole
+    #[serde(borrow, deserialize_with = "one_or_many")]
+    pub identifier: Vec<Identifier<'a>>,
+    #[serde(borrow)]
+    pub name: Option<Name<'a>>,
+    #[serde(borrow, deserialize_with = "one_or_many")]
+    pub telecom: Vec<ContactPoint<'a>>,
+    #[serde(borrow, deserialize_with = "one_or_many")]
+    pub address: Vec<Address<'a>>,
+    pub position: Option<Position>,
+    #[serde(borrow)]
+    pub managing_organization: Option<Reference<'a>>,
+    // HealthcareService
+    #[serde(borrow)]
+    pub provided_by: Option<Reference<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Meta<'a> {
+    #[serde(borrow, deserialize_with = "one_or_many")]
+    pub security: Vec<Coding<'a>>,
+    #[serde(borrow, deserialize_with = "one_or_many")]
+    pub profile: Vec<Str<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Extension<'a> {
+    #[serde(borrow)]
+    pub url: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub value_url: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub value_string: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub value_code: Option<Str<'a>>,
+    pub value_integer: Option<i64>,
+    pub value_boolean: Option<bool>,
+    #[serde(borrow)]
+    pub value_reference: Option<Reference<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct CodeableConcept<'a> {
+    #[serde(borrow, deserialize_with = "one_or_many")]
+    pub coding: Vec<Coding<'a>>,
+    #[serde(borrow)]
+    pub text: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub extension: Vec<Extension<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Coding<'a> {
+    #[serde(borrow)]
+    pub system: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub code: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub display: Option<Str<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Reference<'a> {
+    #[serde(borrow)]
+    pub reference: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub display: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub identifier: Option<Identifier<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Identifier<'a> {
+    #[serde(borrow)]
+    pub system: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub value: Option<Str<'a>>,
+    #[serde(borrow, rename = "type")]
+    pub type_: Option<CodeableConcept<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ContactPoint<'a> {
+    #[serde(borrow)]
+    pub system: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub value: Option<Str<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Address<'a> {
+    #[serde(borrow)]
+    pub text: Option<Str<'a>>,
+    #[serde(borrow, deserialize_with = "one_or_many")]
+    pub line: Vec<Str<'a>>,
+    #[serde(borrow)]
+    pub city: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub postal_code: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub state: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub country: Option<Str<'a>>,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(default)]
+pub struct Position {
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct HumanName<'a> {
+    #[serde(borrow)]
+    pub text: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub family: Option<Str<'a>>,
+    #[serde(borrow, deserialize_with = "one_or_many")]
+    pub given: Vec<Str<'a>>,
+    #[serde(borrow, deserialize_with = "one_or_many")]
+    pub prefix: Vec<Str<'a>>,
+}
+
+impl HumanName<'_> {
+    /// `text`, else given names then family name.
+    pub fn display(&self) -> Option<String> {
+        if let Some(t) = self
+            .text
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
+            return Some(t.to_string());
+        }
+        let parts: Vec<&str> = self
+            .given
+            .iter()
+            .map(|g| g.trim())
+            .chain(self.family.as_deref().map(str::trim))
+            .filter(|p| !p.is_empty())
+            .collect();
+        (!parts.is_empty()).then(|| parts.join(" "))
+    }
+}
+
+/// `name`: a string (Location, Organization, HealthcareService) or HumanNames (Practitioner).
+#[derive(Debug)]
+pub enum Name<'a> {
+    Text(Str<'a>),
+    Human(Vec<HumanName<'a>>),
+}
+
+impl Name<'_> {
+    pub fn display(&self) -> Option<String> {
+        match self {
+            Name::Text(t) => Some(t.trim().to_string()).filter(|t| !t.is_empty()),
+            Name::Human(names) => names.iter().find_map(HumanName::display),
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Name<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Name<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a name (string) or a list of HumanName")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Name::Text(Str(Cow::Borrowed(v))))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Name::Text(Str(Cow::Owned(v.to_string()))))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Name::Text(Str(Cow::Owned(v))))
+            }
+            fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Self::Value, S::Error> {
+                let mut out = Vec::new();
+                while let Some(n) = seq.next_element()? {
+                    out.push(n);
+                }
+                Ok(Name::Human(out))
+            }
+            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Self::Value, M::Error> {
+                Ok(Name::Human(vec![HumanName::deserialize(
+                    MapAccessDeserializer::new(map),
+                )?]))
+            }
+        }
+        d.deserialize_any(V(PhantomData))
+    }
+}
+
+/// A FHIR `0..*` element: a JSON array, a single object/value, or `null`.
+fn one_or_many<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct V<T>(PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list or a single element")
+        }
+        fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Self::Value, S::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+            while let Some(x) = seq.next_element()? {
+                out.push(x);
+            }
+            Ok(out)
+        }
+        fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Self::Value, M::Error> {
+            Ok(vec![T::deserialize(MapAccessDeserializer::new(map))?])
+        }
+        fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(vec![T::deserialize(
+                de::value::BorrowedStrDeserializer::new(v),
+            )?])
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(vec![T::deserialize(de::value::StringDeserializer::new(
+                v.to_string(),
+            ))?])
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Vec::new())
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Vec::new())
+        }
+    }
+    d.deserialize_any(V(PhantomData))
+}
+
+/// A `Bundle` with its entries kept as JSON values, so that one malformed resource is one
+/// rejection instead of an unreadable bundle.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Bundle<'a> {
+    #[serde(borrow)]
+    pub resource_type: Option<Str<'a>>,
+    #[serde(borrow, rename = "type")]
+    pub type_: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub entry: Vec<BundleEntry<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct BundleEntry<'a> {
+    #[serde(borrow)]
+    pub full_url: Option<Str<'a>>,
+    pub resource: Option<serde_json::Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn union_reads_location_and_practitioner_names() {
+        let loc: Resource = serde_json::from_str(
+            r#"{"resourceType":"Location","id":"1","name":"Cabinet","address":{"line":["1 rue X"],"postalCode":"44000"},"position":{"latitude":47.2,"longitude":-1.5}}"#,
+        )
+        .unwrap();
+        assert_eq!(loc.name.unwrap().display().as_deref(), Some("Cabinet"));
+        assert_eq!(loc.address[0].postal_code.as_deref(), Some("44000"));
+        assert!(matches!(loc.id, Some(Str(Cow::Borrowed("1")))));
+        let pr: Resource = serde_json::from_str(
+            r#"{"resourceType":"Practitioner","name":[{"family":"Foret","given":["Pierre"]}],"address":[{"city":"Nantes"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(pr.name.unwrap().display().as_deref(), Some("Pierre Foret"));
+        assert_eq!(pr.address[0].city.as_deref(), Some("Nantes"));
+    }
+}

@@ -1,0 +1,35 @@
+//! Background work of a running node: hold expiry (and, in `ingest::poll`, feed polling).
+//! Each task is one loop on the tokio runtime; a failing round is logged and retried, never
+//! fatal.
+
+use crate::http::AppState;
+use actix_web::web;
+use std::time::Duration;
+
+/// How often lapsed holds are recorded as expired and dropped from the index overlay.
+pub const HOLD_SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// One round of hold expiry: marks lapsed holds `expired` in the database (audited) and drops
+/// them from the index overlay. Returns the expired holds `(hold id, slot id, account id)`.
+pub async fn expire_holds_once(state: &AppState) -> Result<Vec<(String, i64, i64)>, crate::store::StoreError> {
+    let now = state.clock.now().timestamp();
+    let expired = state.db.run(move |c| crate::store::bookings::expire_holds(c, now)).await?;
+    state.index.sweep(now);
+    Ok(expired)
+}
+
+/// Starts the hold-expiry loop.
+pub fn spawn_hold_sweeper(state: web::Data<AppState>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(HOLD_SWEEP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match expire_holds_once(&state).await {
+                Ok(expired) if !expired.is_empty() => tracing::info!(count = expired.len(), "holds expired"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "hold expiry round failed"),
+            }
+        }
+    })
+}
