@@ -62,6 +62,36 @@ pub enum Command {
         #[command(subcommand)]
         command: GeodataCommand,
     },
+    /// CPTS statistics.
+    Stats {
+        #[command(subcommand)]
+        command: StatsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StatsCommand {
+    /// Upload a statistics file to a sasnp server and print its report (French); the exit
+    /// code is non-zero when the file is refused.
+    Upload(StatsUploadArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatsUploadArgs {
+    /// The CSV or JSON file.
+    pub file: PathBuf,
+    /// canonical, fr-tableur or mensuel-large.
+    #[arg(long)]
+    pub preset: crate::stats::Preset,
+    /// Base URL of the server, e.g. https://sasnp.example.
+    #[arg(long, env = "SASNP_SERVER")]
+    pub server: String,
+    /// Bearer token of a `cpts` (or admin) account.
+    #[arg(long, env = "SASNP_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// Validate only: show what would be stored, store nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Subcommand)]

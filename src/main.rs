@@ -1,6 +1,6 @@
 use anyhow::Context;
 use clap::Parser;
-use sasnp::cli::{Cli, Command, FeedCommand, GeodataCommand, TokenCommand};
+use sasnp::cli::{Cli, Command, FeedCommand, GeodataCommand, StatsCommand, TokenCommand};
 use sasnp::config::{Overrides, Settings};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -27,6 +27,14 @@ fn init_tracing(filter: &str) {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    // A client of a remote server: no settings (SASNP_TOKEN/SASNP_SERVER are not settings
+    // keys and would be refused by them), no database.
+    if let Some(Command::Stats {
+        command: StatsCommand::Upload(args),
+    }) = &cli.command
+    {
+        return sasnp::stats::client::upload(args);
+    }
     let mut overrides = Overrides {
         database_url: cli.global.database_url.clone(),
         geodata_dir: cli.global.geodata_dir.clone(),
@@ -107,6 +115,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{summary}");
             Ok(())
         }
+        Command::Stats {
+            command: StatsCommand::Upload(args),
+        } => sasnp::stats::client::upload(&args),
     }
 }
 

@@ -7,6 +7,7 @@ pub mod bookings;
 pub mod health;
 pub mod search;
 pub mod sources;
+pub mod stats;
 pub mod territories;
 pub mod ui;
 
@@ -62,5 +63,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(bookings::confirm)
         .service(bookings::outcome)
         .service(bookings::list)
+        // statistics: uploads, reads, computed figures
+        .service(stats::upload)
+        .service(stats::list_uploads)
+        .service(stats::get_upload)
+        .service(stats::read)
+        .service(stats::read_csv)
+        .service(stats::schema)
+        .service(stats::computed)
         .configure(ui::configure);
 }

@@ -12,6 +12,8 @@ pub mod bookings;
 pub mod schema;
 pub mod slots;
 pub mod sources;
+pub mod stats;
+pub mod stats_schema;
 
 use diesel::connection::SimpleConnection;
 use diesel::r2d2::{self, ConnectionManager, CustomizeConnection, PooledConnection};
