@@ -14,7 +14,7 @@ use sasnp::config::Settings;
 use sasnp::domain::Role;
 use sasnp::geo::Geography;
 use sasnp::index::search::search;
-use sasnp::ingest::generate::{GenSpec, generate, to_ndjson};
+use sasnp::ingest::generate::{GenSpec, to_ndjson};
 use sasnp::startup::Application;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -131,7 +131,9 @@ fn main() {
         .unwrap();
     let start = chrono::Utc::now();
     let t = Instant::now();
-    let feed = generate(&GenSpec::new(11, slots, slots / 50, start));
+    let geo = Geography::load(&Geography::default_dir()).unwrap();
+    let feed =
+        sasnp::ingest::generate::generate_on(&GenSpec::new(11, slots, slots / 50, start), &geo);
     let body = actix_web::web::Bytes::from(to_ndjson(&feed));
     eprintln!(
         "generated {} slots, {} MB of NDJSON in {:.2?}",

@@ -210,7 +210,8 @@ fn feed(command: FeedCommand, settings: &Settings) -> anyhow::Result<()> {
             let format: FeedFormat = format.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
             let start = parse_instant("start", start.as_deref())?;
             let spec = generate::GenSpec::new(seed, slots, places, start);
-            let feed = generate::generate(&spec);
+            let geo = sasnp::startup::load_geography(settings.geodata_dir.as_deref())?;
+            let feed = generate::generate_on(&spec, &geo);
             let bytes = match format {
                 FeedFormat::SasFhir => generate::to_fhir_bundle(&feed),
                 FeedFormat::SmartSl => generate::to_ndjson(&feed),

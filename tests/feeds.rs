@@ -230,10 +230,10 @@ async fn a_cpts_reaches_only_its_own_sources() {
 
 #[tokio::test]
 async fn fhir_and_ndjson_feeds_from_the_generator_ingest_exactly() {
-    use sasnp::ingest::generate::{GenSpec, generate, to_fhir_bundle, to_ndjson};
+    use sasnp::ingest::generate::{GenSpec, to_fhir_bundle, to_ndjson};
     let (app, publisher, source, op) = setup().await;
     let spec = GenSpec::new(7, 300, 25, common::default_now());
-    let generated = generate(&spec);
+    let generated = sasnp::ingest::generate::generate_on(&spec, app.state.geo.as_ref());
     let n = generated.slots.len() as u64;
     for (ct, body) in [
         ("application/fhir+json", to_fhir_bundle(&generated)),

@@ -28,6 +28,8 @@ pub struct AppState {
     pub tokens: auth::TokenCache,
     pub index: crate::index::SlotIndex,
     pub poller: std::sync::Arc<crate::ingest::poll::Poller>,
+    /// Searches per CPTS, department and day (flushed to the database in the background).
+    pub tally: std::sync::Arc<crate::stats::tally::SearchTally>,
 }
 
 /// Largest feed body accepted by `PUT /v1/sources/{id}/slots` (a 1M-slot NDJSON snapshot is

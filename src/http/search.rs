@@ -395,6 +395,14 @@ pub async fn search_slots(
     let snap = state.index.load();
     let found = search(&snap, &state.index, &q);
     let territory = state.geo.territory_of(&patient.commune.insee);
+    let today = state.clock.now().with_timezone(&Paris).date_naive();
+    state.tally.record(
+        territory.map(|t| t.id.as_str()),
+        department,
+        today,
+        found.within_base == 0,
+        found.hits.is_empty(),
+    );
     let results: Vec<Value> = found
         .hits
         .iter()

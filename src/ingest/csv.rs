@@ -204,6 +204,13 @@ pub fn detect_delimiter(header: &str) -> u8 {
 /// Reads a CSV export (rules in the module doc).
 pub fn ingest_csv(bytes: &[u8], ctx: &IngestContext<'_>) -> Result<IngestOutcome, FeedError> {
     let text = decode(bytes);
+    // The csv crate's line positions are off by one with CRLF line ends: normalise to LF so
+    // that every reported line is the line a spreadsheet user sees.
+    let text = if text.contains("\r\n") {
+        Cow::Owned(text.replace("\r\n", "\n"))
+    } else {
+        text
+    };
     if text.trim().is_empty() {
         return Err(FeedError::Empty);
     }
