@@ -12,7 +12,7 @@
 //!   (incremental) is not used: a source's slots are replaced as a whole snapshot, which needs
 //!   the full data set each time;
 //! - for `smart-sl` the URL is the `$bulk-publish` manifest; its Location, Schedule,
-//!   PractitionerRole and Slot files are fetched and read as one NDJSON stream. For `sas-fhir`
+//!   PractitionerRole, Slot (and any other) files are fetched and read as one NDJSON stream. For `sas-fhir`
 //!   and `csv` the URL returns the feed itself.
 
 use super::FeedFormat;
@@ -182,8 +182,11 @@ impl Poller {
                     let manifest =
                         super::smart::parse_manifest(&body).map_err(FetchError::Manifest)?;
                     let mut all = Vec::new();
-                    for kind in ["Location", "PractitionerRole", "Schedule", "Slot"] {
-                        for file in manifest.urls(kind) {
+                    // Every output the manifest lists (Location, Schedule, Slot,
+                    // PractitionerRole, and the SAS resources a publisher may add):
+                    // references resolve once everything is read.
+                    {
+                        for file in manifest.outputs.iter().map(|o| o.url.as_str()) {
                             let part = self.get(file).await?.bytes().await.map_err(|e| {
                                 FetchError::Http {
                                     url: file.into(),

@@ -366,3 +366,11 @@ pub fn result_ids(body: &serde_json::Value) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+impl TestApp {
+    /// The injected clock's now, epoch seconds.
+    pub fn clock_now(&self) -> i64 {
+        use sasnp::clock::Clock;
+        self.clock.now().timestamp()
+    }
+}
