@@ -52,11 +52,46 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Slot feeds: check a file offline, generate synthetic feeds.
+    Feed {
+        #[command(subcommand)]
+        command: FeedCommand,
+    },
     /// Geographic reference data.
     Geodata {
         #[command(subcommand)]
         command: GeodataCommand,
     },
+    /// CPTS statistics.
+    Stats {
+        #[command(subcommand)]
+        command: StatsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StatsCommand {
+    /// Upload a statistics file to a sasnp server and print its report (French); the exit
+    /// code is non-zero when the file is refused.
+    Upload(StatsUploadArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatsUploadArgs {
+    /// The CSV or JSON file.
+    pub file: PathBuf,
+    /// canonical, fr-tableur or mensuel-large.
+    #[arg(long)]
+    pub preset: crate::stats::Preset,
+    /// Base URL of the server, e.g. https://sasnp.example.
+    #[arg(long, env = "SASNP_SERVER")]
+    pub server: String,
+    /// Bearer token of a `cpts` (or admin) account.
+    #[arg(long, env = "SASNP_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// Validate only: show what would be stored, store nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -84,5 +119,37 @@ pub enum GeodataCommand {
         /// Regenerate cpts-perimeters.csv from EPCI even when the folder already has one.
         #[arg(long)]
         regenerate_perimeters: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FeedCommand {
+    /// Parse and normalise a feed file with the service's rules and print the report as JSON
+    /// (exit status 1 when the file is unreadable or a slot was rejected).
+    Check {
+        #[arg(long, value_parser = ["sas-fhir", "smart-sl", "csv"])]
+        format: String,
+        /// The instant to judge "past" and "beyond the horizon" against (default: now).
+        #[arg(long)]
+        now: Option<String>,
+        /// Horizon in days.
+        #[arg(long, default_value_t = 90)]
+        horizon_days: u32,
+        file: PathBuf,
+    },
+    /// Write a deterministic synthetic feed of the region to stdout (places clustered around
+    /// the region's towns by population).
+    Generate {
+        #[arg(long, value_parser = ["sas-fhir", "smart-sl", "csv"])]
+        format: String,
+        #[arg(long, default_value_t = 1000)]
+        slots: usize,
+        #[arg(long, default_value_t = 100)]
+        places: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// First possible start (default: now).
+        #[arg(long)]
+        start: Option<String>,
     },
 }

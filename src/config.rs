@@ -76,15 +76,15 @@ pub struct Overrides {
 impl Settings {
     /// Resolves the layers. `file` is the explicit config file (must exist); without it,
     /// `./sasnp.toml` is read when present.
-    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, figment::Error> {
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, Box<figment::Error>> {
         let mut fig = Figment::from(Serialized::defaults(Settings::default()));
         match file {
             Some(path) => {
                 if !path.exists() {
-                    return Err(figment::Error::from(format!(
+                    return Err(Box::new(figment::Error::from(format!(
                         "config file {} does not exist",
                         path.display()
-                    )));
+                    ))));
                 }
                 fig = fig.merge(Toml::file(path));
             }
@@ -93,7 +93,7 @@ impl Settings {
         fig = fig
             .merge(Env::prefixed("SASNP_").ignore(&["CONFIG"]))
             .merge(Serialized::defaults(overrides));
-        fig.extract()
+        fig.extract().map_err(Box::new)
     }
 
     /// The settings as TOML with secrets masked (for `sasnp config` and the start-up log).
@@ -118,12 +118,11 @@ impl Settings {
 
 /// Masks the password of a URL (`postgres://user:secret@host/db` → `postgres://user:********@host/db`).
 pub fn redact_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((creds, host)) = rest.rsplit_once('@') {
-            if let Some((user, _)) = creds.split_once(':') {
-                return format!("{scheme}://{user}:********@{host}");
-            }
-        }
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((creds, host)) = rest.rsplit_once('@')
+        && let Some((user, _)) = creds.split_once(':')
+    {
+        return format!("{scheme}://{user}:********@{host}");
     }
     url.to_string()
 }

@@ -1,6 +1,6 @@
 use anyhow::Context;
 use clap::Parser;
-use sasnp::cli::{Cli, Command, GeodataCommand, TokenCommand};
+use sasnp::cli::{Cli, Command, FeedCommand, GeodataCommand, StatsCommand, TokenCommand};
 use sasnp::config::{Overrides, Settings};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -27,6 +27,14 @@ fn init_tracing(filter: &str) {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    // A client of a remote server: no settings (SASNP_TOKEN/SASNP_SERVER are not settings
+    // keys and would be refused by them), no database.
+    if let Some(Command::Stats {
+        command: StatsCommand::Upload(args),
+    }) = &cli.command
+    {
+        return sasnp::stats::client::upload(args);
+    }
     let mut overrides = Overrides {
         database_url: cli.global.database_url.clone(),
         geodata_dir: cli.global.geodata_dir.clone(),
@@ -88,6 +96,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
+        Command::Feed { command } => feed(command, &settings),
         Command::Geodata {
             command:
                 GeodataCommand::Build {
@@ -106,6 +115,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{summary}");
             Ok(())
         }
+        Command::Stats {
+            command: StatsCommand::Upload(args),
+        } => sasnp::stats::client::upload(&args),
     }
 }
 
@@ -134,4 +146,79 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
         app.run_until_stopped().await?;
         Ok(())
     })
+}
+
+fn parse_instant(name: &str, v: Option<&str>) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    match v {
+        None => Ok(chrono::Utc::now()),
+        Some(v) => Ok(chrono::DateTime::parse_from_rfc3339(v)
+            .with_context(|| format!("--{name}: `{v}` is not an RFC 3339 instant"))?
+            .with_timezone(&chrono::Utc)),
+    }
+}
+
+fn feed(command: FeedCommand, settings: &Settings) -> anyhow::Result<()> {
+    use sasnp::ingest::{FeedFormat, IngestContext, generate};
+    use std::io::Write;
+    match command {
+        FeedCommand::Check {
+            format,
+            now,
+            horizon_days,
+            file,
+        } => {
+            let format: FeedFormat = format.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let now = parse_instant("now", now.as_deref())?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let geo = sasnp::startup::load_geography(settings.geodata_dir.as_deref())?;
+            let ctx = IngestContext {
+                now,
+                horizon: chrono::Duration::days(i64::from(horizon_days)),
+                resolver: &geo,
+            };
+            match sasnp::ingest::ingest(format, &bytes, &ctx) {
+                Ok(outcome) => {
+                    let report = sasnp::ingest::apply::report_json(
+                        &outcome.report,
+                        None,
+                        format,
+                        now.timestamp(),
+                    );
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                    anyhow::ensure!(
+                        outcome.report.rejected_total() == 0,
+                        "{} slot(s) rejected (see the report)",
+                        outcome.report.rejected_total()
+                    );
+                    Ok(())
+                }
+                Err(e) => {
+                    let report = serde_json::json!({"format": format.as_str(), "error": {"code": e.code(), "line": e.line(), "message": e.to_string()}});
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                    anyhow::bail!("{}: {e}", file.display())
+                }
+            }
+        }
+        FeedCommand::Generate {
+            format,
+            slots,
+            places,
+            seed,
+            start,
+        } => {
+            let format: FeedFormat = format.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let start = parse_instant("start", start.as_deref())?;
+            let spec = generate::GenSpec::new(seed, slots, places, start);
+            let geo = sasnp::startup::load_geography(settings.geodata_dir.as_deref())?;
+            let feed = generate::generate_on(&spec, &geo);
+            let bytes = match format {
+                FeedFormat::SasFhir => generate::to_fhir_bundle(&feed),
+                FeedFormat::SmartSl => generate::to_ndjson(&feed),
+                FeedFormat::Csv => generate::to_csv(&feed, b';'),
+            };
+            std::io::stdout().lock().write_all(&bytes)?;
+            Ok(())
+        }
+    }
 }

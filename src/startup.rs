@@ -13,6 +13,9 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How often search tallies are written to the database.
+pub const TALLY_FLUSH_EVERY: Duration = Duration::from_secs(30);
+
 /// A bound, not yet running, server.
 pub struct Application {
     port: u16,
@@ -69,6 +72,8 @@ impl Application {
             clock,
             tokens: Default::default(),
             index,
+            poller: Default::default(),
+            tally: Default::default(),
             metrics: metrics.clone(),
         });
         let data = state.clone();
@@ -83,6 +88,10 @@ impl Application {
         .listen(listener)?
         .run();
         crate::tasks::spawn_hold_sweeper(state.clone());
+        crate::ingest::poll::spawn(state.clone(), state.poller.clone());
+        state
+            .tally
+            .spawn_flusher(state.db.clone(), TALLY_FLUSH_EVERY);
         Ok(Self {
             port,
             server,
@@ -98,9 +107,11 @@ impl Application {
         self.state.clone()
     }
 
-    /// Serves until the server stops (Ctrl-C / SIGTERM).
+    /// Serves until the server stops (Ctrl-C / SIGTERM), then writes the pending search tallies.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        self.state.tally.flush(&self.state.db).await;
+        served
     }
 }
 

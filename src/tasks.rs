@@ -11,7 +11,9 @@ pub const HOLD_SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// One round of hold expiry: marks lapsed holds `expired` in the database (audited) and drops
 /// them from the index overlay. Returns the expired holds `(hold id, slot id, account id)`.
-pub async fn expire_holds_once(state: &AppState) -> Result<Vec<(String, i64, i64)>, crate::store::StoreError> {
+pub async fn expire_holds_once(
+    state: &AppState,
+) -> Result<Vec<(String, i64, i64)>, crate::store::StoreError> {
     let now = state.clock.now().timestamp();
     let (expired, cpts) = state
         .db
@@ -23,7 +25,9 @@ pub async fn expire_holds_once(state: &AppState) -> Result<Vec<(String, i64, i64
         .await?;
     state.index.sweep(now);
     for (_, slot, _) in &expired {
-        state.metrics.hold_expired(cpts.get(slot).map_or(crate::metrics::OTHER, String::as_str));
+        state
+            .metrics
+            .hold_expired(cpts.get(slot).map_or(crate::metrics::OTHER, String::as_str));
     }
     Ok(expired)
 }
@@ -36,7 +40,9 @@ pub fn spawn_hold_sweeper(state: web::Data<AppState>) -> tokio::task::JoinHandle
         loop {
             tick.tick().await;
             match expire_holds_once(&state).await {
-                Ok(expired) if !expired.is_empty() => tracing::info!(count = expired.len(), "holds expired"),
+                Ok(expired) if !expired.is_empty() => {
+                    tracing::info!(count = expired.len(), "holds expired")
+                }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "hold expiry round failed"),
             }

@@ -20,18 +20,27 @@ async fn setup(rows: &[Row<'_>]) -> (TestApp, String, i64, String) {
 }
 
 fn two_slots() -> Vec<Row<'static>> {
-    vec![Row::new("a", "2026-11-23 11:00", Place::NantesCentre), Row::new("b", "2026-11-23 11:30", Place::NantesCentre)]
+    vec![
+        Row::new("a", "2026-11-23 11:00", Place::NantesCentre),
+        Row::new("b", "2026-11-23 11:30", Place::NantesCentre),
+    ]
 }
 
 async fn slot_id(app: &TestApp, op: &str, external: &str) -> i64 {
     let (_, body) = app.search(op, AT_NANTES).await;
-    body["results"].as_array().unwrap().iter().find(|r| r["external_id"] == external).expect(external)["slot_id"]
+    body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["external_id"] == external)
+        .expect(external)["slot_id"]
         .as_i64()
         .unwrap()
 }
 
 async fn hold(app: &TestApp, op: &str, slot: i64) -> (u16, serde_json::Value) {
-    app.post_json(op, &format!("/v1/slots/{slot}/hold"), json!({})).await
+    app.post_json(op, &format!("/v1/slots/{slot}/hold"), json!({}))
+        .await
 }
 
 #[tokio::test]
@@ -49,19 +58,50 @@ async fn a_held_slot_vanishes_for_everyone_and_a_second_hold_conflicts() {
     let (s, body) = hold(&app, &op2, a).await;
     assert_eq!(s, 409);
     assert_eq!(body["code"], "slot_unavailable");
-    assert!(body["detail"].as_str().unwrap().contains("holding"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("holding"),
+        "{body}"
+    );
     // someone else's hold cannot be released or confirmed
     let hold_id = h["hold_id"].as_str().unwrap();
-    let res = app.client.delete(app.url(&format!("/v1/holds/{hold_id}"))).bearer_auth(&op2).send().await.unwrap();
+    let res = app
+        .client
+        .delete(app.url(&format!("/v1/holds/{hold_id}")))
+        .bearer_auth(&op2)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 403);
-    let (s, _) = app.post_json(&op2, &format!("/v1/holds/{hold_id}/confirm"), json!({"orientation_category": "001"})).await;
+    let (s, _) = app
+        .post_json(
+            &op2,
+            &format!("/v1/holds/{hold_id}/confirm"),
+            json!({"orientation_category": "001"}),
+        )
+        .await;
     assert_eq!(s, 403);
     // release → back in search, and holdable again
-    let res = app.client.delete(app.url(&format!("/v1/holds/{hold_id}"))).bearer_auth(&op1).send().await.unwrap();
+    let res = app
+        .client
+        .delete(app.url(&format!("/v1/holds/{hold_id}")))
+        .bearer_auth(&op1)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 204);
     assert_eq!(result_ids(&app.search(&op2, AT_NANTES).await.1), ["a", "b"]);
-    let res = app.client.delete(app.url(&format!("/v1/holds/{hold_id}"))).bearer_auth(&op1).send().await.unwrap();
-    assert_eq!(res.status(), 409, "a released hold cannot be released twice");
+    let res = app
+        .client
+        .delete(app.url(&format!("/v1/holds/{hold_id}")))
+        .bearer_auth(&op1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        409,
+        "a released hold cannot be released twice"
+    );
     assert_eq!(hold(&app, &op2, a).await.0, 201);
     assert_eq!(hold(&app, &op2, 999_999).await.0, 404);
 }
@@ -80,13 +120,30 @@ async fn an_expired_hold_frees_the_slot_and_cannot_be_confirmed() {
     assert_eq!(expired.len(), 1);
     assert_eq!(expired[0].0, hold_id);
     assert_eq!(expired[0].1, a);
-    assert!(sasnp::tasks::expire_holds_once(&app.state).await.unwrap().is_empty());
-    let (s, body) = app.post_json(&op1, &format!("/v1/holds/{hold_id}/confirm"), json!({"orientation_category": "001"})).await;
+    assert!(
+        sasnp::tasks::expire_holds_once(&app.state)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let (s, body) = app
+        .post_json(
+            &op1,
+            &format!("/v1/holds/{hold_id}/confirm"),
+            json!({"orientation_category": "001"}),
+        )
+        .await;
     assert_eq!(s, 409, "{body}");
     assert!(body["detail"].as_str().unwrap().contains("expired"));
     // another operator takes it; the first one's old hold stays dead
     assert_eq!(hold(&app, &op2, a).await.0, 201);
-    let (s, _) = app.post_json(&op1, &format!("/v1/holds/{hold_id}/confirm"), json!({"orientation_category": "001"})).await;
+    let (s, _) = app
+        .post_json(
+            &op1,
+            &format!("/v1/holds/{hold_id}/confirm"),
+            json!({"orientation_category": "001"}),
+        )
+        .await;
     assert_eq!(s, 409);
 }
 
@@ -102,11 +159,17 @@ async fn confirm_books_the_slot_and_outcomes_follow_the_rules() {
         json!({"orientation_category": "001", "patient_ref": "Jean Dupont"}),
         json!({"orientation_category": "001", "patient_ref": "185057800608491"}),
     ] {
-        let (s, _) = app.post_json(&op, &format!("/v1/holds/{hold_id}/confirm"), body.clone()).await;
+        let (s, _) = app
+            .post_json(&op, &format!("/v1/holds/{hold_id}/confirm"), body.clone())
+            .await;
         assert_eq!(s, 422, "{body}");
     }
     let (s, appt) = app
-        .post_json(&op, &format!("/v1/holds/{hold_id}/confirm"), json!({"orientation_category": "002", "patient_ref": "C15-2026-000123"}))
+        .post_json(
+            &op,
+            &format!("/v1/holds/{hold_id}/confirm"),
+            json!({"orientation_category": "002", "patient_ref": "C15-2026-000123"}),
+        )
         .await;
     assert_eq!(s, 201, "{appt}");
     assert_eq!(appt["status"], "booked");
@@ -114,19 +177,41 @@ async fn confirm_books_the_slot_and_outcomes_follow_the_rules() {
     assert_eq!(appt["start"], "2026-11-23T11:00:00+01:00");
     let id = appt["appointment_id"].as_i64().unwrap();
     assert_eq!(result_ids(&app.search(&op, AT_NANTES).await.1), ["b"]);
-    assert_eq!(hold(&app, &op, a).await.0, 409, "a booked slot cannot be held");
-    let (s, _) = app.post_json(&op, &format!("/v1/holds/{hold_id}/confirm"), json!({"orientation_category": "001"})).await;
+    assert_eq!(
+        hold(&app, &op, a).await.0,
+        409,
+        "a booked slot cannot be held"
+    );
+    let (s, _) = app
+        .post_json(
+            &op,
+            &format!("/v1/holds/{hold_id}/confirm"),
+            json!({"orientation_category": "001"}),
+        )
+        .await;
     assert_eq!(s, 409, "a hold is confirmed once");
     // listed, with its CPTS
-    let (_, list) = app.get_json("/v1/appointments?from=2026-11-23&to=2026-11-24", Some(&op)).await;
+    let (_, list) = app
+        .get_json("/v1/appointments?from=2026-11-23&to=2026-11-24", Some(&op))
+        .await;
     assert_eq!(list["count"], 1);
     assert_eq!(list["appointments"][0]["cpts_id"], app.nantes_cpts());
     let patch = |status: &'static str| {
         let app = &app;
         let op = op.clone();
         async move {
-            let res = app.client.patch(app.url(&format!("/v1/appointments/{id}"))).bearer_auth(&op).json(&json!({"status": status})).send().await.unwrap();
-            (res.status().as_u16(), res.json::<serde_json::Value>().await.unwrap())
+            let res = app
+                .client
+                .patch(app.url(&format!("/v1/appointments/{id}")))
+                .bearer_auth(&op)
+                .json(&json!({"status": status}))
+                .send()
+                .await
+                .unwrap();
+            (
+                res.status().as_u16(),
+                res.json::<serde_json::Value>().await.unwrap(),
+            )
         }
     };
     assert_eq!(patch("noshow").await.0, 409, "no-show before the start");
@@ -139,22 +224,48 @@ async fn confirm_books_the_slot_and_outcomes_follow_the_rules() {
     assert_eq!(patch("fulfilled").await.0, 409, "cancelled is final");
     // a second booking of the same slot, then fulfilled after its start
     let (_, h) = hold(&app, &op, a).await;
-    let (_, appt) = app.post_json(&op, &format!("/v1/holds/{}/confirm", h["hold_id"].as_str().unwrap()), json!({"orientation_category": "001"})).await;
+    let (_, appt) = app
+        .post_json(
+            &op,
+            &format!("/v1/holds/{}/confirm", h["hold_id"].as_str().unwrap()),
+            json!({"orientation_category": "001"}),
+        )
+        .await;
     let id2 = appt["appointment_id"].as_i64().unwrap();
     app.clock.advance(chrono::Duration::hours(2));
-    let res = app.client.patch(app.url(&format!("/v1/appointments/{id2}"))).bearer_auth(&op).json(&json!({"status": "fulfilled"})).send().await.unwrap();
+    let res = app
+        .client
+        .patch(app.url(&format!("/v1/appointments/{id2}")))
+        .bearer_auth(&op)
+        .json(&json!({"status": "fulfilled"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     // the audit trail names the acting account for every step
     let db = app.state.db.clone();
     let actions: Vec<(String, Option<i64>)> = db
         .run(|c| {
             use sasnp::store::schema::audit_events::dsl::*;
-            Ok(sasnp::db_run!(c, |c| audit_events.order(id).select((action, account_id)).load(c))?)
+            Ok(sasnp::db_run!(c, |c| audit_events
+                .order(id)
+                .select((action, account_id))
+                .load(c))?)
         })
         .await
         .unwrap();
     let names: Vec<&str> = actions.iter().map(|(a, _)| a.as_str()).collect();
-    assert_eq!(names, ["hold", "confirm", "cancelled", "hold", "confirm", "fulfilled"]);
+    assert_eq!(
+        names,
+        [
+            "hold",
+            "confirm",
+            "cancelled",
+            "hold",
+            "confirm",
+            "fulfilled"
+        ]
+    );
     assert!(actions.iter().all(|(_, acc)| acc.is_some()));
 }
 
@@ -164,28 +275,58 @@ async fn a_refresh_never_frees_a_booked_or_held_slot_and_reports_withdrawn_booki
     let a = slot_id(&app, &op, "a").await;
     let b = slot_id(&app, &op, "b").await;
     let (_, h) = hold(&app, &op, a).await;
-    app.post_json(&op, &format!("/v1/holds/{}/confirm", h["hold_id"].as_str().unwrap()), json!({"orientation_category": "001"})).await;
+    app.post_json(
+        &op,
+        &format!("/v1/holds/{}/confirm", h["hold_id"].as_str().unwrap()),
+        json!({"orientation_category": "001"}),
+    )
+    .await;
     let (_, hb) = hold(&app, &op, b).await;
     // The publisher still says both are free: they stay taken here.
-    let (s, _) = app.push_csv(&publisher, source, csv_feed(&two_slots())).await;
+    let (s, _) = app
+        .push_csv(&publisher, source, csv_feed(&two_slots()))
+        .await;
     assert_eq!(s, 200);
-    assert_eq!(result_ids(&app.search(&op, AT_NANTES).await.1), Vec::<String>::new());
-    assert_eq!(slot_id_after_refresh(&app, &op, b, &hb).await, 201, "the hold still works after the refresh");
+    assert_eq!(
+        result_ids(&app.search(&op, AT_NANTES).await.1),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        slot_id_after_refresh(&app, &op, b, &hb).await,
+        201,
+        "the hold still works after the refresh"
+    );
     // The publisher drops both: the booked and the held one are kept and reported.
-    let (s, report) = app.push_csv(&publisher, source, csv_feed(&[Row::new("c", "2026-11-23 12:00", Place::NantesCentre)])).await;
+    let (s, report) = app
+        .push_csv(
+            &publisher,
+            source,
+            csv_feed(&[Row::new("c", "2026-11-23 12:00", Place::NantesCentre)]),
+        )
+        .await;
     assert_eq!(s, 200);
-    let mut withdrawn: Vec<String> = serde_json::from_value(report["booked_or_held_slots_withdrawn"].clone()).unwrap();
+    let mut withdrawn: Vec<String> =
+        serde_json::from_value(report["booked_or_held_slots_withdrawn"].clone()).unwrap();
     withdrawn.sort();
     assert_eq!(withdrawn, ["a", "b"]);
     assert_eq!(report["removed"], 0);
     let (_, list) = app.get_json("/v1/appointments", Some(&op)).await;
-    assert_eq!(list["appointments"][0]["status"], "booked", "the appointment survives");
+    assert_eq!(
+        list["appointments"][0]["status"], "booked",
+        "the appointment survives"
+    );
     assert_eq!(result_ids(&app.search(&op, AT_NANTES).await.1), ["c"]);
 }
 
 /// Confirms the hold `h` on `slot` after a refresh; returns the status.
 async fn slot_id_after_refresh(app: &TestApp, op: &str, _slot: i64, h: &serde_json::Value) -> u16 {
-    let (s, _) = app.post_json(op, &format!("/v1/holds/{}/confirm", h["hold_id"].as_str().unwrap()), json!({"orientation_category": "003"})).await;
+    let (s, _) = app
+        .post_json(
+            op,
+            &format!("/v1/holds/{}/confirm", h["hold_id"].as_str().unwrap()),
+            json!({"orientation_category": "003"}),
+        )
+        .await;
     s
 }
 
@@ -193,11 +334,23 @@ async fn slot_id_after_refresh(app: &TestApp, op: &str, _slot: i64, h: &serde_js
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_four_operators_racing_for_ten_slots_book_each_once() {
     let starts = [
-        "2026-11-23 11:00", "2026-11-23 11:20", "2026-11-23 11:40", "2026-11-23 12:00", "2026-11-23 12:20",
-        "2026-11-23 14:00", "2026-11-23 14:20", "2026-11-23 14:40", "2026-11-23 15:00", "2026-11-23 15:20",
+        "2026-11-23 11:00",
+        "2026-11-23 11:20",
+        "2026-11-23 11:40",
+        "2026-11-23 12:00",
+        "2026-11-23 12:20",
+        "2026-11-23 14:00",
+        "2026-11-23 14:20",
+        "2026-11-23 14:40",
+        "2026-11-23 15:00",
+        "2026-11-23 15:20",
     ];
     let ids: Vec<String> = (0..10).map(|i| format!("s{i}")).collect();
-    let rows: Vec<Row<'_>> = ids.iter().zip(starts).map(|(id, st)| Row::new(id, st, Place::NantesCentre)).collect();
+    let rows: Vec<Row<'_>> = ids
+        .iter()
+        .zip(starts)
+        .map(|(id, st)| Row::new(id, st, Place::NantesCentre))
+        .collect();
     let (app, _, _, _) = setup(&rows).await;
     let mut tokens = Vec::new();
     for i in 0..64 {
@@ -210,13 +363,24 @@ async fn sixty_four_operators_racing_for_ten_slots_book_each_once() {
         tasks.push(tokio::spawn(async move {
             // each operator searches, then tries the slots from a different starting point
             let (_, body) = app.search(&token, AT_NANTES).await;
-            let slots: Vec<i64> = body["results"].as_array().unwrap().iter().map(|r| r["slot_id"].as_i64().unwrap()).collect();
+            let slots: Vec<i64> = body["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["slot_id"].as_i64().unwrap())
+                .collect();
             for k in 0..slots.len() {
                 let slot = slots[(i + k) % slots.len()];
-                let (s, h) = app.post_json(&token, &format!("/v1/slots/{slot}/hold"), json!({})).await;
+                let (s, h) = app
+                    .post_json(&token, &format!("/v1/slots/{slot}/hold"), json!({}))
+                    .await;
                 if s == 201 {
                     let (s, appt) = app
-                        .post_json(&token, &format!("/v1/holds/{}/confirm", h["hold_id"].as_str().unwrap()), json!({"orientation_category": "001"}))
+                        .post_json(
+                            &token,
+                            &format!("/v1/holds/{}/confirm", h["hold_id"].as_str().unwrap()),
+                            json!({"orientation_category": "001"}),
+                        )
                         .await;
                     assert_eq!(s, 201, "{appt}");
                     return Some(slot);
@@ -237,9 +401,16 @@ async fn sixty_four_operators_racing_for_ten_slots_book_each_once() {
     booked.dedup();
     assert_eq!(before, 10, "exactly ten operators booked");
     assert_eq!(booked.len(), 10, "no slot was booked twice");
-    let (_, list) = app.get_json("/v1/appointments", Some(&app.admin_token)).await;
+    let (_, list) = app
+        .get_json("/v1/appointments", Some(&app.admin_token))
+        .await;
     assert_eq!(list["count"], 10);
-    let mut slots: Vec<i64> = list["appointments"].as_array().unwrap().iter().map(|a| a["slot_id"].as_i64().unwrap()).collect();
+    let mut slots: Vec<i64> = list["appointments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["slot_id"].as_i64().unwrap())
+        .collect();
     slots.sort();
     slots.dedup();
     assert_eq!(slots.len(), 10);

@@ -21,19 +21,48 @@ async fn setup() -> (TestApp, String, i64, String) {
 #[tokio::test]
 async fn a_second_snapshot_replaces_the_first() {
     let (app, publisher, source, op) = setup().await;
-    let first = [Row::new("a", "2026-11-23 11:00", Place::NantesCentre), Row::new("b", "2026-11-23 12:00", Place::Reze)];
+    let first = [
+        Row::new("a", "2026-11-23 11:00", Place::NantesCentre),
+        Row::new("b", "2026-11-23 12:00", Place::Reze),
+    ];
     let (_, r) = app.push_csv(&publisher, source, csv_feed(&first)).await;
-    assert_eq!((r["inserted"].as_u64(), r["updated"].as_u64(), r["removed"].as_u64()), (Some(2), Some(0), Some(0)));
+    assert_eq!(
+        (
+            r["inserted"].as_u64(),
+            r["updated"].as_u64(),
+            r["removed"].as_u64()
+        ),
+        (Some(2), Some(0), Some(0))
+    );
     let a_id = app.search(&op, AT_NANTES).await.1["results"][0]["slot_id"].clone();
-    let second = [Row::new("a", "2026-11-23 11:10", Place::NantesCentre), Row::new("c", "2026-11-23 13:00", Place::SaintHerblain)];
+    let second = [
+        Row::new("a", "2026-11-23 11:10", Place::NantesCentre),
+        Row::new("c", "2026-11-23 13:00", Place::SaintHerblain),
+    ];
     let (_, r) = app.push_csv(&publisher, source, csv_feed(&second)).await;
-    assert_eq!((r["inserted"].as_u64(), r["updated"].as_u64(), r["removed"].as_u64()), (Some(1), Some(1), Some(1)), "{r}");
+    assert_eq!(
+        (
+            r["inserted"].as_u64(),
+            r["updated"].as_u64(),
+            r["removed"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1)),
+        "{r}"
+    );
     let (_, body) = app.search(&op, AT_NANTES).await;
     assert_eq!(result_ids(&body), ["a", "c"]);
-    assert_eq!(body["results"][0]["start"], "2026-11-23T11:10:00+01:00", "the update is visible");
-    assert_eq!(body["results"][0]["slot_id"], a_id, "slot ids are stable across snapshots");
+    assert_eq!(
+        body["results"][0]["start"], "2026-11-23T11:10:00+01:00",
+        "the update is visible"
+    );
+    assert_eq!(
+        body["results"][0]["slot_id"], a_id,
+        "slot ids are stable across snapshots"
+    );
     // the last report is kept for the coordinator
-    let (s, report) = app.get_json(&format!("/v1/sources/{source}/report"), Some(&publisher)).await;
+    let (s, report) = app
+        .get_json(&format!("/v1/sources/{source}/report"), Some(&publisher))
+        .await;
     assert_eq!(s, 200);
     assert_eq!(report, r);
 }
@@ -41,13 +70,29 @@ async fn a_second_snapshot_replaces_the_first() {
 #[tokio::test]
 async fn an_unreadable_upload_changes_nothing_and_says_why() {
     let (app, publisher, source, op) = setup().await;
-    app.push_csv(&publisher, source, csv_feed(&[Row::new("a", "2026-11-23 11:00", Place::NantesCentre)])).await;
+    app.push_csv(
+        &publisher,
+        source,
+        csv_feed(&[Row::new("a", "2026-11-23 11:00", Place::NantesCentre)]),
+    )
+    .await;
     let before = app.search(&op, AT_NANTES).await.1;
     // no slot id column: the whole file is unreadable
-    let (s, body) = app.push_csv(&publisher, source, "debut;fin\r\n2026-11-23 12:00;2026-11-23 12:20\r\n".into()).await;
+    let (s, body) = app
+        .push_csv(
+            &publisher,
+            source,
+            "debut;fin\r\n2026-11-23 12:00;2026-11-23 12:20\r\n".into(),
+        )
+        .await;
     assert_eq!(s, 422, "{body}");
     assert_eq!(body["code"], "invalid_csv");
-    assert!(body["detail"].as_str().unwrap().contains("nothing was changed"));
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was changed")
+    );
     // wrong content type
     let res = app
         .client
@@ -73,11 +118,25 @@ async fn an_unreadable_upload_changes_nothing_and_says_why() {
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["code"], "invalid_json");
     assert_eq!(body["line"], 1);
-    assert_eq!(app.search(&op, AT_NANTES).await.1["results"], before["results"], "previous data intact");
-    let (_, src) = app.get_json(&format!("/v1/sources/{source}"), Some(&publisher)).await;
-    assert!(src["last_error"].as_str().unwrap().contains("JSON"), "{src}");
-    assert_eq!(src["stale"], false, "a failed attempt does not refresh, nor expire, the data");
-    let (_, report) = app.get_json(&format!("/v1/sources/{source}/report"), Some(&publisher)).await;
+    assert_eq!(
+        app.search(&op, AT_NANTES).await.1["results"],
+        before["results"],
+        "previous data intact"
+    );
+    let (_, src) = app
+        .get_json(&format!("/v1/sources/{source}"), Some(&publisher))
+        .await;
+    assert!(
+        src["last_error"].as_str().unwrap().contains("JSON"),
+        "{src}"
+    );
+    assert_eq!(
+        src["stale"], false,
+        "a failed attempt does not refresh, nor expire, the data"
+    );
+    let (_, report) = app
+        .get_json(&format!("/v1/sources/{source}/report"), Some(&publisher))
+        .await;
     assert_eq!(report["error"]["code"], "invalid_json");
 }
 
@@ -89,7 +148,10 @@ async fn rejected_lines_are_reported_and_the_rest_is_applied() {
         Row::new("ok", "2026-11-23 12:00", Place::NantesCentre),
         // inside the spring DST gap of 2027
         Row::new("gap", "2027-03-28 02:30", Place::NantesCentre),
-        Row { minutes: 2, ..Row::new("short", "2026-11-23 13:00", Place::NantesCentre) },
+        Row {
+            minutes: 2,
+            ..Row::new("short", "2026-11-23 13:00", Place::NantesCentre)
+        },
     ]);
     csv.push_str("far;2026-11-23 11:00;20;libre;;;10;SM54;Cabinet;1 rue;75001;Paris;48,8566;2,3522;AMB;;;non\r\n");
     let (s, r) = app.push_csv(&publisher, source, csv).await;
@@ -107,26 +169,57 @@ async fn rejected_lines_are_reported_and_the_rest_is_applied() {
 #[tokio::test]
 async fn a_cpts_reaches_only_its_own_sources() {
     let (app, publisher_a, source_a, _) = setup().await;
-    let other = app.state.geo.territories().iter().find(|t| t.id != app.nantes_cpts()).unwrap().id.clone();
+    let other = app
+        .state
+        .geo
+        .territories()
+        .iter()
+        .find(|t| t.id != app.nantes_cpts())
+        .unwrap()
+        .id
+        .clone();
     let publisher_b = app.token("cpts-b", Role::Cpts, Some(&other)).await;
     let feed = csv_feed(&[Row::new("x", "2026-11-23 11:00", Place::NantesCentre)]);
     let (s, _) = app.push_csv(&publisher_b, source_a, feed.clone()).await;
     assert_eq!(s, 403, "CPTS B cannot push to CPTS A's source");
-    let (s, _) = app.get_json(&format!("/v1/sources/{source_a}/report"), Some(&publisher_b)).await;
+    let (s, _) = app
+        .get_json(
+            &format!("/v1/sources/{source_a}/report"),
+            Some(&publisher_b),
+        )
+        .await;
     assert_eq!(s, 403);
-    let (s, _) = app.post_json(&publisher_b, "/v1/sources", json!({"name": "x", "format": "csv", "cpts": app.nantes_cpts()})).await;
+    let (s, _) = app
+        .post_json(
+            &publisher_b,
+            "/v1/sources",
+            json!({"name": "x", "format": "csv", "cpts": app.nantes_cpts()}),
+        )
+        .await;
     assert_eq!(s, 403, "nor create a source for it");
     let (_, mine) = app.get_json("/v1/sources", Some(&publisher_b)).await;
     assert_eq!(mine.as_array().unwrap().len(), 0);
     let (_, all) = app.get_json("/v1/sources", Some(&app.admin_token)).await;
     assert_eq!(all.as_array().unwrap().len(), 1);
     assert_eq!(app.push_csv(&publisher_a, source_a, feed).await.0, 200);
-    assert_eq!(app.push_csv(&app.admin_token, source_a, csv_feed(&[])).await.0, 200, "an admin may push for any CPTS");
+    assert_eq!(
+        app.push_csv(&app.admin_token, source_a, csv_feed(&[]))
+            .await
+            .0,
+        200,
+        "an admin may push for any CPTS"
+    );
     // source validation
     for (body, field) in [
         (json!({"name": "x", "format": "xml"}), "format"),
-        (json!({"name": "x", "format": "csv", "url": "ftp://x"}), "url"),
-        (json!({"name": "x", "format": "csv", "url": "https://x.example/f.csv", "poll_interval_s": 10}), "poll_interval_s"),
+        (
+            json!({"name": "x", "format": "csv", "url": "ftp://x"}),
+            "url",
+        ),
+        (
+            json!({"name": "x", "format": "csv", "url": "https://x.example/f.csv", "poll_interval_s": 10}),
+            "poll_interval_s",
+        ),
         (json!({"name": "", "format": "csv"}), "name"),
     ] {
         let (s, b) = app.post_json(&publisher_a, "/v1/sources", body).await;
@@ -137,12 +230,15 @@ async fn a_cpts_reaches_only_its_own_sources() {
 
 #[tokio::test]
 async fn fhir_and_ndjson_feeds_from_the_generator_ingest_exactly() {
-    use sasnp::ingest::generate::{GenSpec, generate, to_fhir_bundle, to_ndjson};
+    use sasnp::ingest::generate::{GenSpec, to_fhir_bundle, to_ndjson};
     let (app, publisher, source, op) = setup().await;
     let spec = GenSpec::new(7, 300, 25, common::default_now());
-    let generated = generate(&spec);
+    let generated = sasnp::ingest::generate::generate_on(&spec, app.state.geo.as_ref());
     let n = generated.slots.len() as u64;
-    for (ct, body) in [("application/fhir+json", to_fhir_bundle(&generated)), ("application/x-ndjson", to_ndjson(&generated))] {
+    for (ct, body) in [
+        ("application/fhir+json", to_fhir_bundle(&generated)),
+        ("application/x-ndjson", to_ndjson(&generated)),
+    ] {
         let res = app
             .client
             .put(app.url(&format!("/v1/sources/{source}/slots")))

@@ -611,7 +611,8 @@ async fn every_label_value_comes_from_a_bounded_set() {
 }
 
 async fn hold(app: &TestApp, op: &str, slot: i64) -> (u16, serde_json::Value) {
-    app.post_json(op, &format!("/v1/slots/{slot}/hold"), json!({})).await
+    app.post_json(op, &format!("/v1/slots/{slot}/hold"), json!({}))
+        .await
 }
 
 /// `sasnp_…` metric names mentioned in `text`.
@@ -660,9 +661,14 @@ async fn dashboards_and_alerts_use_only_exported_metrics() {
     // exercise every metric family
     let publisher = app.token("cpts-nantes", Role::Cpts, Some(&cpts)).await;
     assert_eq!(app.push_csv(&publisher, source, String::new()).await.0, 422);
-    let (s, report) = app.push_csv(&publisher, source, feed().replace(";44400;", ";4440X;")).await;
+    let (s, report) = app
+        .push_csv(&publisher, source, feed().replace(";44400;", ";4440X;"))
+        .await;
     assert_eq!(s, 200);
-    assert!(!report["warnings"].as_object().unwrap().is_empty(), "{report}");
+    assert!(
+        !report["warnings"].as_object().unwrap().is_empty(),
+        "{report}"
+    );
     let (a, b, c) = (
         slot_id(&app, &op, "a").await,
         slot_id(&app, &op, "b").await,

@@ -22,12 +22,25 @@ fn base_rows() -> Vec<Row<'static>> {
     vec![
         Row::new("centre-1100", "2026-11-23 11:00", Place::NantesCentre),
         Row::new("centre-1000", "2026-11-23 10:40", Place::NantesCentre),
-        Row { modality: "domicile", ..Row::new("reze-1200", "2026-11-23 12:00", Place::Reze) },
-        Row { profession: "60", specialty: "", ..Row::new("herblain-ide", "2026-11-23 13:00", Place::SaintHerblain) },
-        Row { surnumeraire: true, ..Row::new("herblain-sus", "2026-11-23 18:30", Place::SaintHerblain) },
+        Row {
+            modality: "domicile",
+            ..Row::new("reze-1200", "2026-11-23 12:00", Place::Reze)
+        },
+        Row {
+            profession: "60",
+            specialty: "",
+            ..Row::new("herblain-ide", "2026-11-23 13:00", Place::SaintHerblain)
+        },
+        Row {
+            surnumeraire: true,
+            ..Row::new("herblain-sus", "2026-11-23 18:30", Place::SaintHerblain)
+        },
         Row::new("carquefou-demain", "2026-11-24 09:00", Place::SuceSurErdre),
         Row::new("nazaire", "2026-11-23 11:00", Place::SaintNazaire),
-        Row { status: "occupe", ..Row::new("centre-busy", "2026-11-23 10:30", Place::NantesCentre) },
+        Row {
+            status: "occupe",
+            ..Row::new("centre-busy", "2026-11-23 10:30", Place::NantesCentre)
+        },
         // already over at 10:00 Paris: dropped
         Row::new("centre-past", "2026-11-23 08:00", Place::NantesCentre),
     ]
@@ -36,7 +49,9 @@ fn base_rows() -> Vec<Row<'static>> {
 #[tokio::test]
 async fn pushed_csv_is_searchable_by_distance_then_start() {
     let (app, publisher, source, op) = setup().await;
-    let (s, report) = app.push_csv(&publisher, source, csv_feed(&base_rows())).await;
+    let (s, report) = app
+        .push_csv(&publisher, source, csv_feed(&base_rows()))
+        .await;
     assert_eq!(s, 200, "{report}");
     assert_eq!(report["received"], 9);
     assert_eq!(report["accepted"], 8, "{report}");
@@ -50,7 +65,14 @@ async fn pushed_csv_is_searchable_by_distance_then_start() {
     // busy, past and Saint-Nazaire (50 km > 10 km cap? no: cap is 30 km for 44) are absent
     assert_eq!(
         result_ids(&body),
-        ["centre-1000", "centre-1100", "reze-1200", "herblain-ide", "herblain-sus", "carquefou-demain"]
+        [
+            "centre-1000",
+            "centre-1100",
+            "reze-1200",
+            "herblain-ide",
+            "herblain-sus",
+            "carquefou-demain"
+        ]
     );
     let first = &body["results"][0];
     assert_eq!(first["start"], "2026-11-23T10:40:00+01:00");
@@ -75,27 +97,49 @@ async fn pushed_csv_is_searchable_by_distance_then_start() {
     assert_eq!(body["radius_km"], 10.0);
     assert_eq!(body["enlargement_steps"], 0);
     // soonest order
-    let (_, body) = app.search(&op, &format!("{AT_NANTES}&order=soonest&limit=3")).await;
-    assert_eq!(result_ids(&body), ["centre-1000", "centre-1100", "reze-1200"]);
+    let (_, body) = app
+        .search(&op, &format!("{AT_NANTES}&order=soonest&limit=3"))
+        .await;
+    assert_eq!(
+        result_ids(&body),
+        ["centre-1000", "centre-1100", "reze-1200"]
+    );
 }
 
 #[tokio::test]
 async fn filters_narrow_the_results() {
     let (app, publisher, source, op) = setup().await;
-    app.push_csv(&publisher, source, csv_feed(&base_rows())).await;
+    app.push_csv(&publisher, source, csv_feed(&base_rows()))
+        .await;
     let ids = |q: &'static str| {
         let app = &app;
         let op = op.clone();
-        async move { result_ids(&app.search(&op, &format!("{AT_NANTES}&limit=50&{q}")).await.1) }
+        async move {
+            result_ids(
+                &app.search(&op, &format!("{AT_NANTES}&limit=50&{q}"))
+                    .await
+                    .1,
+            )
+        }
     };
     assert_eq!(ids("profession=60").await, ["herblain-ide"]);
     assert_eq!(ids("specialty=SM54&modality=HH").await, ["reze-1200"]);
-    assert_eq!(ids("modality=HH,AMB&profession=10&window=0-4h").await, ["centre-1000", "centre-1100", "reze-1200"]);
+    assert_eq!(
+        ids("modality=HH,AMB&profession=10&window=0-4h").await,
+        ["centre-1000", "centre-1100", "reze-1200"]
+    );
     assert_eq!(ids("surnumeraire=only").await, ["herblain-sus"]);
-    assert!(!ids("surnumeraire=exclude").await.contains(&"herblain-sus".to_string()));
+    assert!(
+        !ids("surnumeraire=exclude")
+            .await
+            .contains(&"herblain-sus".to_string())
+    );
     assert_eq!(ids("window=24-48h").await, Vec::<String>::new());
     assert_eq!(ids("window=12-24h").await, ["carquefou-demain"]);
-    assert_eq!(ids("from=2026-11-23T12:30:00%2B01:00&to=2026-11-23T19:00:00%2B01:00").await, ["herblain-ide", "herblain-sus"]);
+    assert_eq!(
+        ids("from=2026-11-23T12:30:00%2B01:00&to=2026-11-23T19:00:00%2B01:00").await,
+        ["herblain-ide", "herblain-sus"]
+    );
     assert_eq!(ids("limit=2").await, ["centre-1000", "centre-1100"]);
     // bad parameters are named
     for (q, field) in [
@@ -110,14 +154,18 @@ async fn filters_narrow_the_results() {
     ] {
         let (s, body) = app.search(&op, &format!("{AT_NANTES}&{q}")).await;
         assert_eq!(s, 400, "{q}: {body}");
-        assert!(body["detail"].as_str().unwrap().contains(field), "{q}: {body}");
+        assert!(
+            body["detail"].as_str().unwrap().contains(field),
+            "{q}: {body}"
+        );
     }
 }
 
 #[tokio::test]
 async fn location_by_commune_postcode_or_name_and_ambiguity() {
     let (app, publisher, source, op) = setup().await;
-    app.push_csv(&publisher, source, csv_feed(&base_rows())).await;
+    app.push_csv(&publisher, source, csv_feed(&base_rows()))
+        .await;
     let (s, body) = app.search(&op, "commune=44109").await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(body["patient"]["commune"]["name"], "Nantes");
@@ -140,7 +188,10 @@ async fn location_by_commune_postcode_or_name_and_ambiguity() {
     let (s, body) = app.search(&op, &format!("q={shared}")).await;
     assert_eq!(s, 422, "{body}");
     assert_eq!(body["code"], "ambiguous_location");
-    assert_eq!(body["candidates"].as_array().unwrap().len(), app.state.geo.communes_by_postcode(&shared).len());
+    assert_eq!(
+        body["candidates"].as_array().unwrap().len(),
+        app.state.geo.communes_by_postcode(&shared).len()
+    );
     let (s, body) = app.search(&op, "q=saint").await;
     assert_eq!(s, 422);
     assert!(body["candidates"].as_array().unwrap().len() > 1);
@@ -157,14 +208,21 @@ async fn location_by_commune_postcode_or_name_and_ambiguity() {
 #[tokio::test]
 async fn radius_enlarges_step_by_step_up_to_the_cap() {
     let (app, publisher, source, op) = setup().await;
-    app.push_csv(&publisher, source, csv_feed(&[Row::new("nazaire", "2026-11-23 11:00", Place::SaintNazaire)])).await;
+    app.push_csv(
+        &publisher,
+        source,
+        csv_feed(&[Row::new("nazaire", "2026-11-23 11:00", Place::SaintNazaire)]),
+    )
+    .await;
     // 44: 10 km + 5 km steps, cap 30 km: Saint-Nazaire (≈ 50 km) is out of reach.
     let (_, body) = app.search(&op, AT_NANTES).await;
     assert_eq!(body["count"], 0);
     assert_eq!(body["radius_km"], 30.0);
     assert_eq!(body["enlargement_steps"], 4);
     // A larger base radius reaches it without enlargement.
-    let (_, body) = app.search(&op, &format!("{AT_NANTES}&radius_km=60&limit=1")).await;
+    let (_, body) = app
+        .search(&op, &format!("{AT_NANTES}&radius_km=60&limit=1"))
+        .await;
     assert_eq!(result_ids(&body), ["nazaire"]);
     assert_eq!(body["enlargement_steps"], 0);
     // From Saint-Nazaire itself it is the nearest.
@@ -175,12 +233,19 @@ async fn radius_enlarges_step_by_step_up_to_the_cap() {
 #[tokio::test]
 async fn stale_sources_disappear_from_search() {
     let (app, publisher, source, op) = setup().await;
-    app.push_csv(&publisher, source, csv_feed(&[Row::new("demain", "2026-11-24 15:00", Place::NantesCentre)])).await;
+    app.push_csv(
+        &publisher,
+        source,
+        csv_feed(&[Row::new("demain", "2026-11-24 15:00", Place::NantesCentre)]),
+    )
+    .await;
     assert_eq!(app.search(&op, AT_NANTES).await.1["count"], 1);
     // a pushed source is stale 24 h after its last push
     app.clock.advance(chrono::Duration::hours(25));
     assert_eq!(app.search(&op, AT_NANTES).await.1["count"], 0);
-    let (_, src) = app.get_json(&format!("/v1/sources/{source}"), Some(&publisher)).await;
+    let (_, src) = app
+        .get_json(&format!("/v1/sources/{source}"), Some(&publisher))
+        .await;
     assert_eq!(src["stale"], true);
 }
 

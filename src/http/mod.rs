@@ -8,7 +8,9 @@ pub mod health;
 pub mod metrics;
 pub mod search;
 pub mod sources;
+pub mod stats;
 pub mod territories;
+pub mod ui;
 
 use crate::clock::SharedClock;
 use crate::config::Settings;
@@ -26,6 +28,10 @@ pub struct AppState {
     pub clock: SharedClock,
     pub tokens: auth::TokenCache,
     pub index: crate::index::SlotIndex,
+    pub poller: std::sync::Arc<crate::ingest::poll::Poller>,
+    /// Searches per CPTS, department and day (flushed to the database in the background).
+    pub tally: std::sync::Arc<crate::stats::tally::SearchTally>,
+    /// Prometheus metrics (`GET /metrics`).
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -36,7 +42,11 @@ pub const FEED_BODY_LIMIT: usize = 1 << 30;
 /// Registers every route and the extractor error handlers.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::PayloadConfig::new(FEED_BODY_LIMIT))
-        .app_data(web::JsonConfig::default().limit(1 << 20).error_handler(error::json_error_handler))
+        .app_data(
+            web::JsonConfig::default()
+                .limit(1 << 20)
+                .error_handler(error::json_error_handler),
+        )
         .app_data(web::QueryConfig::default().error_handler(error::query_error_handler))
         .app_data(web::PathConfig::default().error_handler(error::path_error_handler))
         .service(health::health)
@@ -58,5 +68,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(bookings::release)
         .service(bookings::confirm)
         .service(bookings::outcome)
-        .service(bookings::list);
+        .service(bookings::list)
+        // statistics: uploads, reads, computed figures
+        .service(stats::upload)
+        .service(stats::list_uploads)
+        .service(stats::get_upload)
+        .service(stats::read)
+        .service(stats::read_csv)
+        .service(stats::schema)
+        .service(stats::computed)
+        .configure(ui::configure);
 }

@@ -24,7 +24,11 @@ pub fn department_radius(department: &str) -> Radius {
         "53" => (30.0, 15.0),
         _ => (20.0, 10.0),
     };
-    Radius { base_m: base_km * 1000.0, step_m: step_km * 1000.0, max_steps: MAX_ENLARGEMENTS }
+    Radius {
+        base_m: base_km * 1000.0,
+        step_m: step_km * 1000.0,
+        max_steps: MAX_ENLARGEMENTS,
+    }
 }
 
 /// The SAS time buckets, in hours from now.
@@ -42,7 +46,10 @@ pub fn window_bucket(name: &str) -> Option<(i64, i64)> {
 
 /// Renders an instant in Europe/Paris with its offset (`2026-11-23T10:30:00+01:00`).
 pub fn paris(ts: i64) -> String {
-    DateTime::<Utc>::from_timestamp(ts, 0).unwrap_or_default().with_timezone(&Paris).to_rfc3339()
+    DateTime::<Utc>::from_timestamp(ts, 0)
+        .unwrap_or_default()
+        .with_timezone(&Paris)
+        .to_rfc3339()
 }
 
 struct Patient<'a> {
@@ -53,21 +60,34 @@ struct Patient<'a> {
 fn ambiguous(what: &str, candidates: &[&Commune]) -> ApiError {
     ApiError::Unprocessable {
         code: "ambiguous_location",
-        detail: format!("`{what}` matches {} communes: choose one and search by `commune` (INSEE code)", candidates.len()),
-        extra: Some(json!({"candidates": candidates.iter().map(|c| commune_json(c)).collect::<Vec<_>>()})),
+        detail: format!(
+            "`{what}` matches {} communes: choose one and search by `commune` (INSEE code)",
+            candidates.len()
+        ),
+        extra: Some(
+            json!({"candidates": candidates.iter().map(|c| commune_json(c)).collect::<Vec<_>>()}),
+        ),
     }
 }
 
 fn one_commune<'a>(what: &str, found: Vec<&'a Commune>) -> Result<&'a Commune, ApiError> {
     match found.as_slice() {
-        [] => Err(ApiError::unprocessable("unknown_location", format!("no commune of Pays de la Loire matches `{what}`"))),
+        [] => Err(ApiError::unprocessable(
+            "unknown_location",
+            format!("no commune of Pays de la Loire matches `{what}`"),
+        )),
         [one] => Ok(one),
         many => Err(ambiguous(what, many)),
     }
 }
 
 fn locate_patient<'a>(state: &'a AppState, p: &Params) -> Result<Patient<'a>, ApiError> {
-    let given = [p.lat.is_some() || p.lon.is_some(), p.commune.is_some(), p.postcode.is_some(), p.q.is_some()];
+    let given = [
+        p.lat.is_some() || p.lon.is_some(),
+        p.commune.is_some(),
+        p.postcode.is_some(),
+        p.q.is_some(),
+    ];
     match given.iter().filter(|g| **g).count() {
         0 => {
             return Err(ApiError::bad_request(
@@ -87,16 +107,30 @@ fn locate_patient<'a>(state: &'a AppState, p: &Params) -> Result<Patient<'a>, Ap
     if p.lat.is_some() || p.lon.is_some() {
         let point = parse_point(p.lat.as_deref(), p.lon.as_deref())?;
         let located = geo.locate(point).ok_or_else(|| {
-            ApiError::unprocessable("outside_region", "the patient's position is outside Pays de la Loire")
+            ApiError::unprocessable(
+                "outside_region",
+                "the patient's position is outside Pays de la Loire",
+            )
         })?;
-        return Ok(Patient { point, commune: located.commune });
+        return Ok(Patient {
+            point,
+            commune: located.commune,
+        });
     }
     let commune = if let Some(code) = &p.commune {
-        let insee: InseeCode = code.parse().map_err(|e: String| ApiError::bad_request("invalid_commune", format!("`commune`: {e}")))?;
-        geo.commune(&insee)
-            .ok_or_else(|| ApiError::unprocessable("unknown_location", format!("`commune`: {insee} is not a commune of Pays de la Loire")))?
+        let insee: InseeCode = code.parse().map_err(|e: String| {
+            ApiError::bad_request("invalid_commune", format!("`commune`: {e}"))
+        })?;
+        geo.commune(&insee).ok_or_else(|| {
+            ApiError::unprocessable(
+                "unknown_location",
+                format!("`commune`: {insee} is not a commune of Pays de la Loire"),
+            )
+        })?
     } else if let Some(pc) = &p.postcode {
-        let pc: Postcode = pc.parse().map_err(|e: String| ApiError::bad_request("invalid_postcode", format!("`postcode`: {e}")))?;
+        let pc: Postcode = pc.parse().map_err(|e: String| {
+            ApiError::bad_request("invalid_postcode", format!("`postcode`: {e}"))
+        })?;
         one_commune(pc.as_str(), geo.communes_by_postcode(&pc))?
     } else {
         let q = p.q.as_deref().unwrap_or_default().trim();
@@ -108,12 +142,24 @@ fn locate_patient<'a>(state: &'a AppState, p: &Params) -> Result<Patient<'a>, Ap
             let exact: Vec<&Commune> = found
                 .iter()
                 .copied()
-                .filter(|c| crate::geo::names::name_key(&c.name) == key || c.aliases.iter().any(|a| crate::geo::names::name_key(a) == key))
+                .filter(|c| {
+                    crate::geo::names::name_key(&c.name) == key
+                        || c.aliases
+                            .iter()
+                            .any(|a| crate::geo::names::name_key(a) == key)
+                })
                 .collect();
-            if exact.is_empty() { one_commune(q, found)? } else { one_commune(q, exact)? }
+            if exact.is_empty() {
+                one_commune(q, found)?
+            } else {
+                one_commune(q, exact)?
+            }
         }
     };
-    Ok(Patient { point: commune.interior, commune })
+    Ok(Patient {
+        point: commune.interior,
+        commune,
+    })
 }
 
 /// Raw query parameters (`modality` may repeat).
@@ -158,10 +204,20 @@ impl Params {
                 "radius_km" => &mut p.radius_km,
                 "seed" => &mut p.seed,
                 "modality" => {
-                    p.modality.extend(v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from));
+                    p.modality.extend(
+                        v.split(',')
+                            .map(str::trim)
+                            .filter(|s| !s.is_empty())
+                            .map(String::from),
+                    );
                     continue;
                 }
-                other => return Err(ApiError::bad_request("unknown_parameter", format!("unknown parameter `{other}`"))),
+                other => {
+                    return Err(ApiError::bad_request(
+                        "unknown_parameter",
+                        format!("unknown parameter `{other}`"),
+                    ));
+                }
             };
             *slot = Some(v);
         }
@@ -172,40 +228,83 @@ impl Params {
 fn code_param(name: &str, v: &Option<String>) -> Result<Option<String>, ApiError> {
     match v.as_deref().map(str::trim) {
         None | Some("") => Ok(None),
-        Some(s) if s.len() <= 10 && s.chars().all(|c| c.is_ascii_alphanumeric()) => Ok(Some(s.to_ascii_uppercase())),
-        Some(s) => Err(ApiError::bad_request("invalid_parameter", format!("`{name}`: `{s}` is not a code (e.g. 10, SM54)"))),
+        Some(s) if s.len() <= 10 && s.chars().all(|c| c.is_ascii_alphanumeric()) => {
+            Ok(Some(s.to_ascii_uppercase()))
+        }
+        Some(s) => Err(ApiError::bad_request(
+            "invalid_parameter",
+            format!("`{name}`: `{s}` is not a code (e.g. 10, SM54)"),
+        )),
     }
 }
 
 fn instant_param(name: &str, v: &str) -> Result<i64, ApiError> {
     DateTime::parse_from_rfc3339(v.trim())
         .map(|d| d.timestamp())
-        .map_err(|e| ApiError::bad_request("invalid_parameter", format!("`{name}`: `{v}` is not an RFC 3339 instant ({e})")))
+        .map_err(|e| {
+            ApiError::bad_request(
+                "invalid_parameter",
+                format!("`{name}`: `{v}` is not an RFC 3339 instant ({e})"),
+            )
+        })
 }
 
-fn build_query(state: &AppState, p: &Params, origin: LatLon, department: &str, now: i64) -> Result<Query, ApiError> {
+fn build_query(
+    state: &AppState,
+    p: &Params,
+    origin: LatLon,
+    department: &str,
+    now: i64,
+) -> Result<Query, ApiError> {
     let mut radius = department_radius(department);
     if let Some(r) = &p.radius_km {
-        let km: f64 = r.trim().parse().ok().filter(|k: &f64| k.is_finite() && (0.1..=200.0).contains(k)).ok_or_else(|| {
-            ApiError::bad_request("invalid_parameter", format!("`radius_km`: `{r}` is not a distance between 0.1 and 200 km"))
-        })?;
+        let km: f64 = r
+            .trim()
+            .parse()
+            .ok()
+            .filter(|k: &f64| k.is_finite() && (0.1..=200.0).contains(k))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_parameter",
+                    format!("`radius_km`: `{r}` is not a distance between 0.1 and 200 km"),
+                )
+            })?;
         radius.base_m = km * 1000.0;
     }
     let (from, to) = match (&p.window, &p.from, &p.to) {
         (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
-            return Err(ApiError::bad_request("conflicting_parameters", "give either `window` or `from`/`to`, not both"));
+            return Err(ApiError::bad_request(
+                "conflicting_parameters",
+                "give either `window` or `from`/`to`, not both",
+            ));
         }
         (Some(w), None, None) => {
             let (a, b) = window_bucket(w.trim()).ok_or_else(|| {
-                ApiError::bad_request("invalid_parameter", format!("`window`: `{w}` is not one of 0-4h, 4-8h, 8-12h, 12-24h, 24-48h, 48-72h"))
+                ApiError::bad_request(
+                    "invalid_parameter",
+                    format!(
+                        "`window`: `{w}` is not one of 0-4h, 4-8h, 8-12h, 12-24h, 24-48h, 48-72h"
+                    ),
+                )
             })?;
             (now + a * 3600, now + b * 3600)
         }
         (None, from, to) => {
-            let from = from.as_deref().map(|v| instant_param("from", v)).transpose()?.unwrap_or(now);
-            let to = to.as_deref().map(|v| instant_param("to", v)).transpose()?.unwrap_or(now + 72 * 3600);
+            let from = from
+                .as_deref()
+                .map(|v| instant_param("from", v))
+                .transpose()?
+                .unwrap_or(now);
+            let to = to
+                .as_deref()
+                .map(|v| instant_param("to", v))
+                .transpose()?
+                .unwrap_or(now + 72 * 3600);
             if to <= from {
-                return Err(ApiError::bad_request("invalid_parameter", "`to` must be after `from`"));
+                return Err(ApiError::bad_request(
+                    "invalid_parameter",
+                    "`to` must be after `from`",
+                ));
             }
             (from, to)
         }
@@ -214,29 +313,54 @@ fn build_query(state: &AppState, p: &Params, origin: LatLon, department: &str, n
         .modality
         .iter()
         .map(|m| {
-            Modality::parse(m).ok_or_else(|| ApiError::bad_request("invalid_parameter", format!("`modality`: `{m}` is not AMB, HH or VR")))
+            Modality::parse(m).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_parameter",
+                    format!("`modality`: `{m}` is not AMB, HH or VR"),
+                )
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
     let surnumeraire = match p.surnumeraire.as_deref().map(str::trim) {
         None | Some("include") => Surnumeraire::Include,
         Some("only") => Surnumeraire::Only,
         Some("exclude") => Surnumeraire::Exclude,
-        Some(o) => return Err(ApiError::bad_request("invalid_parameter", format!("`surnumeraire`: `{o}` is not include, only or exclude"))),
+        Some(o) => {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!("`surnumeraire`: `{o}` is not include, only or exclude"),
+            ));
+        }
     };
     let limit = match &p.limit {
         None => 10,
-        Some(l) => l.trim().parse::<usize>().ok().filter(|n| (1..=100).contains(n)).ok_or_else(|| {
-            ApiError::bad_request("invalid_parameter", format!("`limit`: `{l}` is not a whole number from 1 to 100"))
-        })?,
+        Some(l) => l
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_parameter",
+                    format!("`limit`: `{l}` is not a whole number from 1 to 100"),
+                )
+            })?,
     };
     let order = match p.order.as_deref().map(str::trim) {
         None | Some("distance") => Order::Distance,
         Some("soonest") => Order::Soonest,
         Some("neutral") => Order::Neutral,
-        Some(o) => return Err(ApiError::bad_request("invalid_parameter", format!("`order`: `{o}` is not distance, soonest or neutral"))),
+        Some(o) => {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!("`order`: `{o}` is not distance, soonest or neutral"),
+            ));
+        }
     };
     let seed = match &p.seed {
-        Some(s) => s.trim().parse().map_err(|_| ApiError::bad_request("invalid_parameter", "`seed` must be a whole number"))?,
+        Some(s) => s.trim().parse().map_err(|_| {
+            ApiError::bad_request("invalid_parameter", "`seed` must be a whole number")
+        })?,
         None => rand::random(),
     };
     let _ = state;
@@ -271,8 +395,21 @@ pub async fn search_slots(
     let snap = state.index.load();
     let started = std::time::Instant::now();
     let found = search(&snap, &state.index, &q);
-    state.metrics.search(department, started.elapsed(), found.hits.len(), found.within_base);
+    state.metrics.search(
+        department,
+        started.elapsed(),
+        found.hits.len(),
+        found.within_base,
+    );
     let territory = state.geo.territory_of(&patient.commune.insee);
+    let today = state.clock.now().with_timezone(&Paris).date_naive();
+    state.tally.record(
+        territory.map(|t| t.id.as_str()),
+        department,
+        today,
+        found.within_base == 0,
+        found.hits.is_empty(),
+    );
     let results: Vec<Value> = found
         .hits
         .iter()

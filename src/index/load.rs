@@ -2,14 +2,14 @@
 
 use super::{PlaceEntry, Provider, SlotEntry, SlotIndex, Snapshot, SourceMeta};
 use crate::config::Settings;
-use crate::store::sources::SourceRow;
-use crate::store::{DbConn, StoreError};
-use std::sync::atomic::AtomicI64;
 use crate::domain::LatLon;
 use crate::domain::slot::{AppointmentType, AudienceSet, LocationPrecision, Modality};
 use crate::store::slots::{PlaceRow, SlotRow};
+use crate::store::sources::SourceRow;
+use crate::store::{DbConn, StoreError};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
 
 /// Places with their slots (sorted by start), and the operator state found in the rows
 /// (`(slot id, unavailable until)`). Places of unknown sources, or with no slot, are left out.
@@ -92,7 +92,9 @@ pub fn build_places(
 /// `pull_stale_factor` poll intervals for a pulled source.
 pub fn stale_after_s(row: &SourceRow, settings: &Settings) -> i64 {
     match (row.url.as_deref(), row.poll_interval_s) {
-        (Some(_), Some(every)) if every > 0 => every.saturating_mul(i64::from(settings.pull_stale_factor)),
+        (Some(_), Some(every)) if every > 0 => {
+            every.saturating_mul(i64::from(settings.pull_stale_factor))
+        }
         _ => i64::try_from(settings.push_stale_after_s).unwrap_or(i64::MAX),
     }
 }
@@ -109,7 +111,12 @@ pub fn source_meta(row: &SourceRow, settings: &Settings) -> Arc<SourceMeta> {
 }
 
 /// Rebuilds the whole index from the database (start-up).
-pub fn rebuild_all(conn: &mut DbConn, settings: &Settings, index: &SlotIndex, now: i64) -> Result<usize, StoreError> {
+pub fn rebuild_all(
+    conn: &mut DbConn,
+    settings: &Settings,
+    index: &SlotIndex,
+    now: i64,
+) -> Result<usize, StoreError> {
     let sources: HashMap<i64, Arc<SourceMeta>> = crate::store::sources::list(conn, None)?
         .iter()
         .map(|r| (r.id, source_meta(r, settings)))

@@ -23,7 +23,12 @@ pub enum ApplyError {
 }
 
 /// The report a publisher reads: parse counts plus what the store changed.
-pub fn report_json(report: &IngestReport, outcome: Option<&SnapshotOutcome>, format: FeedFormat, at: i64) -> Value {
+pub fn report_json(
+    report: &IngestReport,
+    outcome: Option<&SnapshotOutcome>,
+    format: FeedFormat,
+    at: i64,
+) -> Value {
     let mut v = serde_json::to_value(report).unwrap_or_else(|_| json!({}));
     if let Some(o) = outcome {
         v["updated"] = json!(o.updated);
@@ -49,7 +54,11 @@ pub async fn apply(
     let horizon = chrono::Duration::days(i64::from(state.settings.horizon_days));
     let geo = state.geo.clone();
     let parsed = tokio::task::spawn_blocking(move || {
-        let ctx = IngestContext { now, horizon, resolver: geo.as_ref() };
+        let ctx = IngestContext {
+            now,
+            horizon,
+            resolver: geo.as_ref(),
+        };
         super::ingest(format, &bytes, &ctx)
     })
     .await
@@ -58,12 +67,20 @@ pub async fn apply(
     let outcome = match parsed {
         Ok(o) => o,
         Err(e) => {
-            state.metrics.ingest_failed(&source.cpts_id, format.as_str(), e.code(), started.elapsed());
+            state.metrics.ingest_failed(
+                &source.cpts_id,
+                format.as_str(),
+                e.code(),
+                started.elapsed(),
+            );
             let (id, msg) = (source.id, e.to_string());
             let report = json!({"format": format.as_str(), "at": crate::http::search::paris(at),
                 "error": {"code": e.code(), "line": e.line(), "message": msg}})
             .to_string();
-            state.db.run(move |c| crate::store::sources::record_failure(c, id, at, &msg, Some(&report))).await?;
+            state
+                .db
+                .run(move |c| crate::store::sources::record_failure(c, id, at, &msg, Some(&report)))
+                .await?;
             return Err(e.into());
         }
     };
@@ -74,20 +91,39 @@ pub async fn apply(
         .db
         .run(move |c| {
             let final_report = std::cell::RefCell::new(Value::Null);
-            crate::store::slots::replace_snapshot(c, source_id, &cpts_id, &outcome.feed, &outcome.removed_ids, now, &|o| {
-                let v = report_json(&outcome.report, Some(o), format, at);
-                let text = v.to_string();
-                *final_report.borrow_mut() = v;
-                text
-            })?;
+            crate::store::slots::replace_snapshot(
+                c,
+                source_id,
+                &cpts_id,
+                &outcome.feed,
+                &outcome.removed_ids,
+                now,
+                &|o| {
+                    let v = report_json(&outcome.report, Some(o), format, at);
+                    let text = v.to_string();
+                    *final_report.borrow_mut() = v;
+                    text
+                },
+            )?;
             // The database committed: now the index (readers switch to the new snapshot at once).
             crate::index::load::reload_source(c, &st.settings, &st.index, source_id, at)?;
             Ok(final_report.into_inner())
         })
         .await;
     match &stored {
-        Ok(_) => state.metrics.ingest_applied(source_id, &source.cpts_id, format.as_str(), &summary, started.elapsed()),
-        Err(_) => state.metrics.ingest_failed(&source.cpts_id, format.as_str(), "store_error", started.elapsed()),
+        Ok(_) => state.metrics.ingest_applied(
+            source_id,
+            &source.cpts_id,
+            format.as_str(),
+            &summary,
+            started.elapsed(),
+        ),
+        Err(_) => state.metrics.ingest_failed(
+            &source.cpts_id,
+            format.as_str(),
+            "store_error",
+            started.elapsed(),
+        ),
     }
     Ok(stored?)
 }

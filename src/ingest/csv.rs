@@ -17,7 +17,7 @@
 //!   practice share one place.
 
 use super::normalize::{
-    EndSpec, Normalizer, PlaceId, PlaceInput, Rejection, SlotDraft, normalize_phone,
+    EndSpec, FastMap, Normalizer, PlaceId, PlaceInput, Rejection, SlotDraft, normalize_phone,
     practitioner_national_id, structure_national_id,
 };
 use super::report::{Where, reason};
@@ -27,7 +27,6 @@ use crate::domain::slot::{
     AppointmentType, Audience, AudienceSet, Modality, Practitioner, Structure, StructureKind,
 };
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 /// The fields a CSV column can feed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -57,6 +56,26 @@ pub enum Column {
     AppointmentType,
     Audience,
     Capacity,
+}
+
+/// Column positions by field (a small array: looked up 25 times per row).
+#[derive(Default)]
+struct ColumnIndex([Option<usize>; 25], usize);
+
+impl ColumnIndex {
+    fn get(&self, c: Column) -> Option<usize> {
+        self.0[c as usize]
+    }
+    fn contains_key(&self, c: Column) -> bool {
+        self.0[c as usize].is_some()
+    }
+    fn insert(&mut self, c: Column, i: usize) {
+        self.0[c as usize] = Some(i);
+        self.1 += 1;
+    }
+    fn is_empty(&self) -> bool {
+        self.1 == 0
+    }
 }
 
 /// Accepted header names per field, already folded (see [`fold_header`]). The first one is
@@ -185,6 +204,13 @@ pub fn detect_delimiter(header: &str) -> u8 {
 /// Reads a CSV export (rules in the module doc).
 pub fn ingest_csv(bytes: &[u8], ctx: &IngestContext<'_>) -> Result<IngestOutcome, FeedError> {
     let text = decode(bytes);
+    // The csv crate's line positions are off by one with CRLF line ends: normalise to LF so
+    // that every reported line is the line a spreadsheet user sees.
+    let text = if text.contains("\r\n") {
+        Cow::Owned(text.replace("\r\n", "\n"))
+    } else {
+        text
+    };
     if text.trim().is_empty() {
         return Err(FeedError::Empty);
     }
@@ -203,13 +229,11 @@ pub fn ingest_csv(bytes: &[u8], ctx: &IngestContext<'_>) -> Result<IngestOutcome
         .trim(::csv::Trim::All)
         .from_reader(text.as_bytes());
     let headers = reader.headers().map_err(|e| csv_error(&e))?.clone();
-    let mut index: HashMap<Column, usize> = HashMap::new();
+    let mut index = ColumnIndex::default();
     let mut unknown = Vec::new();
     for (i, h) in headers.iter().enumerate() {
         match column_of(h) {
-            Some(c) if !index.contains_key(&c) => {
-                index.insert(c, i);
-            }
+            Some(c) if !index.contains_key(c) => index.insert(c, i),
             _ if h.trim().is_empty() => {}
             _ => unknown.push(h.trim().to_string()),
         }
@@ -224,13 +248,13 @@ pub fn ingest_csv(bytes: &[u8], ctx: &IngestContext<'_>) -> Result<IngestOutcome
         });
     }
     let mut missing = Vec::new();
-    if !index.contains_key(&Column::SlotId) {
+    if !index.contains_key(Column::SlotId) {
         missing.push("slot_id (id, identifiant)");
     }
-    if !index.contains_key(&Column::Start) {
+    if !index.contains_key(Column::Start) {
         missing.push("start (debut, date_debut)");
     }
-    if !index.contains_key(&Column::End) && !index.contains_key(&Column::DurationMin) {
+    if !index.contains_key(Column::End) && !index.contains_key(Column::DurationMin) {
         missing.push("end (fin) or duration_min (duree)");
     }
     if !missing.is_empty() {
@@ -241,7 +265,7 @@ pub fn ingest_csv(bytes: &[u8], ctx: &IngestContext<'_>) -> Result<IngestOutcome
     }
     let mut norm = Normalizer::new(ctx);
     norm.report.unknown_columns = unknown;
-    let mut places: HashMap<String, PlaceId> = HashMap::new();
+    let mut places: FastMap<String, PlaceId> = FastMap::default();
     let mut record = ::csv::StringRecord::new();
     let mut raw_key = String::new();
     loop {
@@ -256,8 +280,8 @@ pub fn ingest_csv(bytes: &[u8], ctx: &IngestContext<'_>) -> Result<IngestOutcome
         }
         let get = |c: Column| {
             index
-                .get(&c)
-                .and_then(|i| record.get(*i))
+                .get(c)
+                .and_then(|i| record.get(i))
                 .filter(|s| !s.is_empty())
         };
         row(&get, line, &mut norm, &mut places, &mut raw_key);
@@ -274,7 +298,7 @@ fn row<'r>(
     get: &dyn Fn(Column) -> Option<&'r str>,
     line: usize,
     norm: &mut Normalizer<'_, '_>,
-    places: &mut HashMap<String, PlaceId>,
+    places: &mut FastMap<String, PlaceId>,
     raw_key: &mut String,
 ) {
     let at = Where {
@@ -406,7 +430,7 @@ fn place_of<'r>(
     get: &dyn Fn(Column) -> Option<&'r str>,
     line: usize,
     norm: &mut Normalizer<'_, '_>,
-    places: &mut HashMap<String, PlaceId>,
+    places: &mut FastMap<String, PlaceId>,
     raw_key: &mut String,
 ) -> Result<PlaceId, Rejection> {
     let fields = [

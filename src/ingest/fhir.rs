@@ -25,9 +25,12 @@
 //!   `unresolved_reference`; a chain without any Location is `missing_field`.
 //! - statuses: `free` → Free, `busy*` → Busy, `entered-in-error` → `removed_ids`.
 
-use super::fhir_dto::{Bundle, CodeableConcept, ContactPoint, Identifier, Reference, Resource};
+use super::fhir_dto::{
+    Bundle, CodeableConcept, ContactPoint, Identifier, Reference, Resource, SlotResource,
+    TypedBundle, TypedEntry,
+};
 use super::normalize::{
-    EndSpec, Normalizer, OID_IDNPS, OID_IDNST, PlaceId, PlaceInput, Rejection, SlotDraft,
+    EndSpec, FastMap, Normalizer, OID_IDNPS, OID_IDNST, PlaceId, PlaceInput, Rejection, SlotDraft,
     normalize_phone, practitioner_national_id, structure_national_id,
 };
 use super::report::{Where, reason};
@@ -36,8 +39,8 @@ use crate::domain::fold_name;
 use crate::domain::slot::{
     AppointmentType, Audience, AudienceSet, Modality, Practitioner, Structure, StructureKind,
 };
+use serde::Deserialize;
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 /// R5 backport extension linking a CPTS slot to its HealthcareService.
 pub const EXT_SLOT_SERVICE_TYPE: &str =
@@ -76,8 +79,48 @@ pub fn ingest_bundle(bytes: &[u8], ctx: &IngestContext<'_>) -> Result<IngestOutc
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(FeedError::Empty);
     }
-    let bundle: Bundle<'_> = serde_json::from_slice(bytes).map_err(|e| FeedError::json(&e, 0))?;
-    match bundle.resource_type.as_deref() {
+    // Fast path: one typed pass. A shape error anywhere falls back to the slow path, which
+    // reads resource by resource to say which one is wrong.
+    match serde_json::from_slice::<TypedBundle<'_>>(bytes) {
+        Ok(bundle) => {
+            check_bundle(bundle.resource_type.as_deref(), bundle.type_.as_deref())?;
+            let norm = Normalizer::new(ctx);
+            let mut graph = Graph::default();
+            let mut slots = Vec::new();
+            for entry in bundle.entry {
+                match entry {
+                    TypedEntry::Slot(s) => slots.push(s),
+                    TypedEntry::Other(r, full_url) => graph.add(*r, None, full_url.as_deref()),
+                    TypedEntry::Empty => {}
+                }
+            }
+            Ok(emit_all(&graph, slots, norm))
+        }
+        Err(e) if e.is_syntax() || e.is_eof() => Err(FeedError::json(&e, 0)),
+        Err(_) => ingest_bundle_slow(bytes, ctx),
+    }
+}
+
+fn emit_all<'v>(
+    graph: &Graph<'v>,
+    slots: Vec<SlotResource<'v>>,
+    mut norm: Normalizer<'_, 'v>,
+) -> IngestOutcome {
+    norm.reserve(slots.len());
+    let mut emitter = SlotEmitter::default();
+    for slot in slots {
+        emitter.emit(graph, slot, None, &mut norm);
+    }
+    let (feed, report, removed_ids) = norm.finish();
+    IngestOutcome {
+        feed,
+        report,
+        removed_ids,
+    }
+}
+
+fn check_bundle(resource_type: Option<&str>, type_: Option<&str>) -> Result<(), FeedError> {
+    match resource_type {
         Some("Bundle") => {}
         Some(other) => {
             return Err(FeedError::shape(
@@ -92,15 +135,24 @@ pub fn ingest_bundle(bytes: &[u8], ctx: &IngestContext<'_>) -> Result<IngestOutc
             ));
         }
     }
-    match bundle.type_.as_deref() {
-        Some("searchset" | "collection") | None => {}
-        Some(other) => {
-            return Err(FeedError::shape(
-                None,
-                format!("Bundle.type `{other}` is not supported (searchset or collection)"),
-            ));
-        }
+    match type_ {
+        Some("searchset" | "collection") | None => Ok(()),
+        Some(other) => Err(FeedError::shape(
+            None,
+            format!("Bundle.type `{other}` is not supported (searchset or collection)"),
+        )),
     }
+}
+
+/// Resource-by-resource reading, for bundles where some resource has the wrong shape.
+fn ingest_bundle_slow(bytes: &[u8], ctx: &IngestContext<'_>) -> Result<IngestOutcome, FeedError> {
+    let bundle: Bundle<'_> = serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => {
+            FeedError::shape(None, format!("not a FHIR Bundle: {e}"))
+        }
+        _ => FeedError::json(&e, 0),
+    })?;
+    check_bundle(bundle.resource_type.as_deref(), bundle.type_.as_deref())?;
     let mut norm = Normalizer::new(ctx);
     let mut graph = Graph::default();
     let mut slots = Vec::new();
@@ -108,53 +160,38 @@ pub fn ingest_bundle(bytes: &[u8], ctx: &IngestContext<'_>) -> Result<IngestOutc
         let Some(value) = entry.resource.as_ref() else {
             continue;
         };
-        match serde::Deserialize::deserialize(value) {
-            Ok(res) => {
-                let res: Resource<'_> = res;
-                if res.resource_type.as_deref() == Some("Slot") {
-                    slots.push((res, None));
-                } else {
-                    graph.add(res, None, entry.full_url.as_deref());
-                }
-            }
-            Err(e) => {
-                let kind = value
-                    .get("resourceType")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("resource");
-                let id = value.get("id").and_then(|v| v.as_str()).unwrap_or("");
-                let label = if id.is_empty() {
-                    format!("entry {}", i + 1)
-                } else {
-                    id.to_string()
-                };
-                if kind == "Slot" {
-                    norm.reject_unreadable(
-                        reason::INVALID_VALUE,
-                        Where::resource("Slot", &label),
-                        || format!("Slot cannot be read: {e}"),
-                    );
-                } else {
-                    norm.report.warn(
-                        reason::INVALID_RESOURCE,
-                        Where::resource(static_kind(kind), &label),
-                        || format!("{kind} cannot be read: {e}"),
-                    );
-                }
+        let kind = value
+            .get("resourceType")
+            .and_then(|v| v.as_str())
+            .unwrap_or("resource");
+        let parsed = if kind == "Slot" {
+            SlotResource::deserialize(value).map(|s| slots.push(s))
+        } else {
+            Resource::deserialize(value).map(|r| graph.add(r, None, entry.full_url.as_deref()))
+        };
+        if let Err(e) = parsed {
+            let id = value.get("id").and_then(|v| v.as_str()).unwrap_or("");
+            let label = if id.is_empty() {
+                format!("entry {}", i + 1)
+            } else {
+                id.to_string()
+            };
+            if kind == "Slot" {
+                norm.reject_unreadable(
+                    reason::INVALID_VALUE,
+                    Where::resource("Slot", &label),
+                    || format!("Slot cannot be read: {e}"),
+                );
+            } else {
+                norm.report.warn(
+                    reason::INVALID_RESOURCE,
+                    Where::resource(static_kind(kind), &label),
+                    || format!("{kind} cannot be read: {e}"),
+                );
             }
         }
     }
-    norm.reserve(slots.len());
-    let mut emitter = SlotEmitter::default();
-    for (slot, line) in slots {
-        emitter.emit(&graph, slot, line, &mut norm);
-    }
-    let (feed, report, removed_ids) = norm.finish();
-    Ok(IngestOutcome {
-        feed,
-        report,
-        removed_ids,
-    })
+    Ok(emit_all(&graph, slots, norm))
 }
 
 /// Resource types named in reports.
@@ -175,7 +212,7 @@ pub(crate) fn static_kind(kind: &str) -> &'static str {
 #[derive(Default)]
 pub(crate) struct Graph<'v> {
     nodes: Vec<(Resource<'v>, Option<usize>)>,
-    index: HashMap<String, usize>,
+    index: FastMap<String, usize>,
 }
 
 impl<'v> Graph<'v> {
@@ -225,15 +262,15 @@ struct ScheduleCtx {
 /// SL), caching what every slot of a Schedule or HealthcareService shares.
 #[derive(Default)]
 pub(crate) struct SlotEmitter {
-    schedules: HashMap<usize, ScheduleCtx>,
-    services: HashMap<usize, Result<Structure, Rejection>>,
+    schedules: FastMap<usize, ScheduleCtx>,
+    services: FastMap<usize, Result<Structure, Rejection>>,
 }
 
 impl SlotEmitter {
     pub fn emit<'v>(
         &mut self,
         graph: &Graph<'v>,
-        mut slot: Resource<'v>,
+        mut slot: SlotResource<'v>,
         line: Option<usize>,
         norm: &mut Normalizer<'_, 'v>,
     ) {
@@ -284,10 +321,10 @@ impl SlotEmitter {
 
 /// Fills modality, audience, booking data, specialty and CPTS structure from the Slot itself.
 fn read_slot_details<'v>(
-    slot: &Resource<'_>,
+    slot: &SlotResource<'_>,
     d: &mut SlotDraft<'_, '_>,
     graph: &Graph<'v>,
-    services: &mut HashMap<usize, Result<Structure, Rejection>>,
+    services: &mut FastMap<usize, Result<Structure, Rejection>>,
     norm: &mut Normalizer<'_, 'v>,
     line: Option<usize>,
     id: &str,
@@ -307,30 +344,29 @@ fn read_slot_details<'v>(
                 _ => None,
             });
         }
-        if cpts.is_none() {
-            if let Some(r) = st
+        if cpts.is_none()
+            && let Some(r) = st
                 .extension
                 .iter()
                 .find(|e| e.url.as_deref() == Some(EXT_SLOT_SERVICE_TYPE))
-            {
-                let reference = r.value_reference.as_ref();
-                cpts = Some(match reference.and_then(|r| r.reference.as_deref()) {
-                    Some(rf) => match graph.get(rf) {
-                        Some((i, hs)) => services
-                            .entry(i)
-                            .or_insert_with(|| healthcare_service(graph, hs))
-                            .clone(),
-                        None => Err(Rejection::new(
-                            reason::UNRESOLVED_REFERENCE,
-                            format!("HealthcareService `{rf}` is not in the feed"),
-                        )),
-                    },
+        {
+            let reference = r.value_reference.as_ref();
+            cpts = Some(match reference.and_then(|r| r.reference.as_deref()) {
+                Some(rf) => match graph.get(rf) {
+                    Some((i, hs)) => services
+                        .entry(i)
+                        .or_insert_with(|| healthcare_service(graph, hs))
+                        .clone(),
                     None => Err(Rejection::new(
-                        reason::MISSING_FIELD,
-                        "Slot.serviceType extension without valueReference",
+                        reason::UNRESOLVED_REFERENCE,
+                        format!("HealthcareService `{rf}` is not in the feed"),
                     )),
-                });
-            }
+                },
+                None => Err(Rejection::new(
+                    reason::MISSING_FIELD,
+                    "Slot.serviceType extension without valueReference",
+                )),
+            });
         }
     }
     d.modality = modality.unwrap_or(Modality::Ambulatory);
@@ -359,10 +395,10 @@ fn read_slot_details<'v>(
             });
         }
     }
-    if let Some(spec) = slot.specialty.iter().find_map(first_code) {
-        if let Some(p) = d.practitioner.as_mut() {
-            p.specialty = Some(spec.to_string());
-        }
+    if let Some(spec) = slot.specialty.iter().find_map(first_code)
+        && let Some(p) = d.practitioner.as_mut()
+    {
+        p.specialty = Some(spec.to_string());
     }
     for e in &slot.extension {
         match e.url.as_deref() {
@@ -392,12 +428,11 @@ fn read_slot_details<'v>(
             _ => {}
         }
     }
-    if d.booking_url.is_none() {
-        if let Some(c) = slot.comment.as_deref().map(str::trim) {
-            if c.starts_with("https://") || c.starts_with("http://") {
-                d.booking_url = Some(c.to_string());
-            }
-        }
+    if d.booking_url.is_none()
+        && let Some(c) = slot.comment.as_deref().map(str::trim)
+        && (c.starts_with("https://") || c.starts_with("http://"))
+    {
+        d.booking_url = Some(c.to_string());
     }
 }
 
@@ -449,22 +484,17 @@ fn schedule_ctx<'v>(
             return ctx;
         };
         match res.resource_type.as_deref() {
-            Some("Location") => {
-                if place.is_none() {
-                    let (p, structure, phones) =
-                        location_place(graph, res, None, graph.line(ai), norm);
-                    place = Some(p);
-                    if ctx.structure.is_none() {
-                        ctx.structure = structure;
-                    }
-                    location_phone = location_phone.or(phones.0);
-                    org_phone = org_phone.or(phones.1);
+            Some("Location") if place.is_none() => {
+                let (p, structure, phones) = location_place(graph, res, None, graph.line(ai), norm);
+                place = Some(p);
+                if ctx.structure.is_none() {
+                    ctx.structure = structure;
                 }
+                location_phone = location_phone.or(phones.0);
+                org_phone = org_phone.or(phones.1);
             }
-            Some("Practitioner") => {
-                if practitioner.is_none() {
-                    practitioner = Some(practitioner_of(res, norm, graph.line(ai)));
-                }
+            Some("Practitioner") if practitioner.is_none() => {
+                practitioner = Some(practitioner_of(res, norm, graph.line(ai)));
             }
             Some("PractitionerRole") => {
                 role_phone = role_phone.or_else(|| phone_of(&res.telecom));
@@ -475,49 +505,45 @@ fn schedule_ctx<'v>(
                         .find_map(first_code)
                         .map(str::to_string),
                 ));
-                if practitioner.is_none() {
-                    if let Some(pref) = &res.practitioner {
-                        match practitioner_from_reference(graph, pref, norm) {
-                            Ok(p) => practitioner = p,
-                            Err(rej) => {
-                                ctx.place = Err(rej);
-                                return ctx;
-                            }
+                if practitioner.is_none()
+                    && let Some(pref) = &res.practitioner
+                {
+                    match practitioner_from_reference(graph, pref, norm) {
+                        Ok(p) => practitioner = p,
+                        Err(rej) => {
+                            ctx.place = Err(rej);
+                            return ctx;
                         }
                     }
                 }
-                if place.is_none() {
-                    if let Some(lref) = res.location.iter().find_map(|l| l.reference.as_deref()) {
-                        let found = match lref.strip_prefix('#') {
-                            Some(local) => res
-                                .contained
-                                .iter()
-                                .find(|c| c.id.as_deref() == Some(local))
-                                .map(|loc| {
-                                    location_place(graph, loc, Some(res), graph.line(ai), norm)
-                                }),
-                            None => graph.get(lref).map(|(li, loc)| {
-                                location_place(graph, loc, None, graph.line(li), norm)
-                            }),
-                        };
-                        match found {
-                            Some((p, structure, phones)) => {
-                                place = Some(p);
-                                if ctx.structure.is_none() {
-                                    ctx.structure = structure;
-                                }
-                                location_phone = location_phone.or(phones.0);
-                                org_phone = org_phone.or(phones.1);
+                if place.is_none()
+                    && let Some(lref) = res.location.iter().find_map(|l| l.reference.as_deref())
+                {
+                    let found = match lref.strip_prefix('#') {
+                        Some(local) => res
+                            .contained
+                            .iter()
+                            .find(|c| c.id.as_deref() == Some(local))
+                            .map(|loc| location_place(graph, loc, Some(res), graph.line(ai), norm)),
+                        None => graph.get(lref).map(|(li, loc)| {
+                            location_place(graph, loc, None, graph.line(li), norm)
+                        }),
+                    };
+                    match found {
+                        Some((p, structure, phones)) => {
+                            place = Some(p);
+                            if ctx.structure.is_none() {
+                                ctx.structure = structure;
                             }
-                            None => {
-                                ctx.place = Err(Rejection::new(
-                                    reason::UNRESOLVED_REFERENCE,
-                                    format!(
-                                        "PractitionerRole location `{lref}` is not in the feed"
-                                    ),
-                                ));
-                                return ctx;
-                            }
+                            location_phone = location_phone.or(phones.0);
+                            org_phone = org_phone.or(phones.1);
+                        }
+                        None => {
+                            ctx.place = Err(Rejection::new(
+                                reason::UNRESOLVED_REFERENCE,
+                                format!("PractitionerRole location `{lref}` is not in the feed"),
+                            ));
+                            return ctx;
                         }
                     }
                 }

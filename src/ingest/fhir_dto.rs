@@ -106,6 +106,55 @@ pub struct Resource<'a> {
     pub provided_by: Option<Reference<'a>>,
 }
 
+/// A Slot: only its own elements, so that the hot path moves a small struct.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct SlotResource<'a> {
+    #[serde(borrow)]
+    pub resource_type: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub id: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub meta: Option<Meta<'a>>,
+    #[serde(borrow)]
+    pub extension: Vec<Extension<'a>>,
+    #[serde(borrow)]
+    pub schedule: Option<Reference<'a>>,
+    #[serde(borrow)]
+    pub status: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub start: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub end: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub comment: Option<Str<'a>>,
+    #[serde(borrow, deserialize_with = "one_or_many")]
+    pub service_type: Vec<CodeableConcept<'a>>,
+    #[serde(borrow, deserialize_with = "one_or_many")]
+    pub specialty: Vec<CodeableConcept<'a>>,
+    #[serde(borrow)]
+    pub appointment_type: Option<CodeableConcept<'a>>,
+}
+
+impl<'a> From<Resource<'a>> for SlotResource<'a> {
+    fn from(r: Resource<'a>) -> Self {
+        Self {
+            resource_type: r.resource_type,
+            id: r.id,
+            meta: r.meta,
+            extension: r.extension,
+            schedule: r.schedule,
+            status: r.status,
+            start: r.start,
+            end: r.end,
+            comment: r.comment,
+            service_type: r.service_type,
+            specialty: r.specialty,
+            appointment_type: r.appointment_type,
+        }
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct Meta<'a> {
@@ -347,6 +396,48 @@ pub struct Bundle<'a> {
     pub type_: Option<Str<'a>>,
     #[serde(borrow)]
     pub entry: Vec<BundleEntry<'a>>,
+}
+
+/// A `Bundle` read in one typed pass (the fast path); any shape error sends the reader to
+/// [`Bundle`] for per-resource diagnostics.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct TypedBundle<'a> {
+    #[serde(borrow)]
+    pub resource_type: Option<Str<'a>>,
+    #[serde(borrow, rename = "type")]
+    pub type_: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub entry: Vec<TypedEntry<'a>>,
+}
+
+/// An entry of a [`TypedBundle`]: slots are kept small, other resources boxed.
+// Slots are the common variant: boxing them would cost one allocation per slot.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum TypedEntry<'a> {
+    Slot(SlotResource<'a>),
+    Other(Box<Resource<'a>>, Option<Str<'a>>),
+    Empty,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for TypedEntry<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Raw<'a> {
+            #[serde(borrow, default)]
+            full_url: Option<Str<'a>>,
+            #[serde(borrow, default)]
+            resource: Option<Resource<'a>>,
+        }
+        let raw = Raw::deserialize(d)?;
+        Ok(match raw.resource {
+            None => TypedEntry::Empty,
+            Some(r) if r.resource_type.as_deref() == Some("Slot") => TypedEntry::Slot(r.into()),
+            Some(r) => TypedEntry::Other(Box::new(r), raw.full_url),
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -157,6 +157,17 @@ const STREETS: &[&str] = &[
 
 /// Generates a feed (rules in the module doc).
 pub fn generate(spec: &GenSpec) -> GeneratedFeed {
+    generate_inner(spec, &|_| true)
+}
+
+/// Like [`generate`], but every place lies on land inside the region as `resolver` sees it
+/// (a point drawn in the sea off Saint-Nazaire or Les Sables-d'Olonne is drawn again, up to
+/// 50 times, then the town centre is used): a feed that must ingest without `outside_region`.
+pub fn generate_on(spec: &GenSpec, resolver: &dyn super::PlaceResolver) -> GeneratedFeed {
+    generate_inner(spec, &|p| resolver.commune_at(p).is_some())
+}
+
+fn generate_inner(spec: &GenSpec, accept: &dyn Fn(LatLon) -> bool) -> GeneratedFeed {
     let mut rng = StdRng::seed_from_u64(spec.seed);
     let towns: Vec<GenTown> = if spec.towns.is_empty() {
         GenSpec::default_towns()
@@ -185,13 +196,20 @@ pub fn generate(spec: &GenSpec) -> GeneratedFeed {
         });
         let (town_name, postcode, center, _) = &towns[ti.unwrap_or(0)];
         // Uniform in a 3 km disc (equirectangular approximation is fine at this scale).
-        let r = 3_000.0 * rng.random::<f64>().sqrt();
-        let a = rng.random::<f64>() * std::f64::consts::TAU;
-        let dlat = r * a.cos() / 111_320.0;
-        let dlon = r * a.sin() / (111_320.0 * center.lat.to_radians().cos());
         let round6 = |x: f64| (x * 1e6).round() / 1e6;
-        let position = LatLon::new(round6(center.lat + dlat), round6(center.lon + dlon))
-            .expect("valid position");
+        let mut position = *center;
+        for _ in 0..50 {
+            let r = 3_000.0 * rng.random::<f64>().sqrt();
+            let a = rng.random::<f64>() * std::f64::consts::TAU;
+            let dlat = r * a.cos() / 111_320.0;
+            let dlon = r * a.sin() / (111_320.0 * center.lat.to_radians().cos());
+            let p = LatLon::new(round6(center.lat + dlat), round6(center.lon + dlon))
+                .expect("valid position");
+            if accept(p) {
+                position = p;
+                break;
+            }
+        }
         let kind = rng.random_range(0..3);
         let name = match kind {
             0 => format!(

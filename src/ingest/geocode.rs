@@ -11,7 +11,12 @@ impl PlaceResolver for Geography {
         self.locate(p).map(|l| l.commune.insee.clone())
     }
 
-    fn resolve(&self, postcode: Option<&Postcode>, city: Option<&str>) -> Option<(InseeCode, LatLon)> {
-        self.resolve_place(postcode, city).map(|c| (c.insee.clone(), c.interior))
+    fn resolve(
+        &self,
+        postcode: Option<&Postcode>,
+        city: Option<&str>,
+    ) -> Option<(InseeCode, LatLon)> {
+        self.resolve_place(postcode, city)
+            .map(|c| (c.insee.clone(), c.interior))
     }
 }

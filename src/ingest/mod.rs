@@ -10,6 +10,20 @@
 //!
 //! One module per format (`fhir`, `smart`, `csv`; FHIR wire types in `fhir_dto`), the
 //! rules shared by all of them in [`normalize`], synthetic feeds in [`generate`].
+//!
+//! Decisions worth knowing:
+//! - **Places outside the region are rejected, per slot.** A place with coordinates outside
+//!   Pays de la Loire, or without coordinates and with a postcode of another department, gives
+//!   `outside_region` on each of its slots; a place nothing locates gives `unknown_place`. So
+//!   the official ANS examples (Aussonne 31, Agen 47, Rennes 35, Lorient 56) and the SMART
+//!   example (Massachusetts ZIP codes read as departments 01/02) ingest with every slot
+//!   rejected `outside_region` — counted exactly, nothing stored.
+//! - **Order of checks** (a slot gets one reason): id, duplicate, status, times, past/horizon,
+//!   place. A past slot is never reported for its place.
+//! - **Autumn overlap**: the earlier offset (summer time) wins, with a warning; the spring gap
+//!   is rejected. See [`normalize`].
+//! - **One modality, one structure per slot** (the domain model's shape): the first ActCode
+//!   and the first CPTS are kept.
 
 pub mod apply;
 pub mod csv;
@@ -18,6 +32,7 @@ pub mod fhir_dto;
 pub mod generate;
 pub mod geocode;
 pub mod normalize;
+pub mod poll;
 pub mod report;
 pub mod sample;
 pub mod smart;

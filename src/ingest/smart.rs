@@ -17,7 +17,7 @@
 //! before it is normalised.
 
 use super::fhir::{Graph, SlotEmitter, static_kind};
-use super::fhir_dto::Resource;
+use super::fhir_dto::{Resource, SlotResource};
 use super::normalize::Normalizer;
 use super::report::{Where, reason};
 use super::{FeedError, IngestContext, IngestOutcome, strip_bom};
@@ -169,7 +169,7 @@ pub fn ingest_ndjson(bytes: &[u8], ctx: &IngestContext<'_>) -> Result<IngestOutc
             slot_lines.push((i + 1, line));
             continue;
         }
-        match read_line(line, i + 1, &mut norm)? {
+        match read_line::<Resource<'_>>(line, i + 1, &mut norm)? {
             Some(res) if res.resource_type.as_deref() == Some("Slot") => {
                 slot_lines.push((i + 1, line))
             }
@@ -195,7 +195,7 @@ pub fn ingest_ndjson(bytes: &[u8], ctx: &IngestContext<'_>) -> Result<IngestOutc
     norm.reserve(slot_lines.len());
     let mut emitter = SlotEmitter::default();
     for (n, line) in slot_lines {
-        if let Some(res) = read_line(line, n, &mut norm)? {
+        if let Some(res) = read_line::<SlotResource<'_>>(line, n, &mut norm)? {
             emitter.emit(&graph, res, Some(n), &mut norm);
         }
     }
@@ -208,12 +208,12 @@ pub fn ingest_ndjson(bytes: &[u8], ctx: &IngestContext<'_>) -> Result<IngestOutc
 }
 
 /// Parses one line: syntax errors are fatal, shape errors are counted and give `None`.
-fn read_line<'v>(
+fn read_line<'v, T: Deserialize<'v>>(
     line: &'v str,
     n: usize,
     norm: &mut Normalizer<'_, 'v>,
-) -> Result<Option<Resource<'v>>, FeedError> {
-    match serde_json::from_str::<Resource<'v>>(line) {
+) -> Result<Option<T>, FeedError> {
+    match serde_json::from_str::<T>(line) {
         Ok(r) => Ok(Some(r)),
         Err(e) if e.is_syntax() || e.is_eof() => Err(FeedError::json(&e, n - 1)),
         Err(e) => {

@@ -1,5 +1,8 @@
 //! Standardised statistics uploaded by the CPTS: parsing of the upload presets,
-//! consistency rules, and aggregation. Pure: no database, no HTTP, no clock.
+//! consistency rules, and aggregation. Pure: no database, no HTTP, no clock — except
+//! [`tally`] (search counters flushed to the database) and [`client`] (the
+//! `sasnp stats upload` command, an HTTP client); storage is `store::stats`, the API
+//! `http::stats`.
 //!
 //! Rules kept here (details and rationale in `src/stats/STATS.md`):
 //! - an upload is accepted whole or rejected whole: [`parse_upload`] returns either every
@@ -11,9 +14,11 @@
 
 mod aggregate;
 mod cells;
+pub mod client;
 mod csv_presets;
 mod indicators;
 mod json;
+pub mod tally;
 mod validate;
 
 pub use aggregate::{
@@ -60,6 +65,11 @@ pub mod reason {
     pub const DELAY_IMPLAUSIBLE: &str = "delay_implausible";
     pub const OVERLAPPING_PERIOD: &str = "overlapping_period";
     pub const TOTAL_WITH_BREAKDOWN: &str = "total_with_breakdown";
+    // Checked at upload time by the service (it knows the territories, the caller, the date).
+    pub const UNKNOWN_CPTS: &str = "unknown_cpts";
+    pub const CPTS_NOT_ALLOWED: &str = "cpts_not_allowed";
+    pub const PERIOD_IN_FUTURE: &str = "period_in_future";
+    pub const PERIOD_NOT_OVER: &str = "period_not_over";
 }
 
 /// Upload presets: which header names, separators and number/date habits to expect.
@@ -138,7 +148,7 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub(crate) fn error(
+    pub fn error(
         line: Option<usize>,
         column: Option<&str>,
         reason: &str,
@@ -153,7 +163,7 @@ impl Problem {
         }
     }
 
-    pub(crate) fn warning(
+    pub fn warning(
         line: Option<usize>,
         column: Option<&str>,
         reason: &str,
@@ -221,6 +231,20 @@ pub fn check_upload(
     content_type: UploadType,
     bytes: &[u8],
 ) -> Result<CheckedUpload, UploadErrors> {
+    check_upload_with(preset, content_type, bytes, &|_| Vec::new())
+}
+
+/// [`check_upload`] with one more rule supplied by the caller, which knows what this module
+/// does not (the CPTS territories, who is uploading, today's date). `rule` sees each record
+/// as parsed, before the consistency rules, and may rewrite it (e.g. a CPTS written by name
+/// resolved to its id); its problems name the canonical field (`cpts_id`, `period_start`…)
+/// and are located in the file like any other. Its errors reject the upload with the rest.
+pub fn check_upload_with(
+    preset: Preset,
+    content_type: UploadType,
+    bytes: &[u8],
+    rule: &dyn Fn(&mut StatRecord) -> Vec<Problem>,
+) -> Result<CheckedUpload, UploadErrors> {
     let parsed = match (preset, content_type) {
         (Preset::Canonical, UploadType::Json) => json::parse(bytes),
         (_, UploadType::Json) => Parsed::fatal(Problem::error(
@@ -237,13 +261,18 @@ pub fn check_upload(
         (Preset::MensuelLarge, UploadType::Csv) => csv_presets::parse_mensuel_large(bytes),
     };
     let Parsed {
-        records,
+        mut records,
         origins,
         mut problems,
         partial,
     } = parsed;
 
-    for (idx, mut p) in validate::validate_indexed(&records) {
+    let mut found: Vec<(usize, Problem)> = Vec::new();
+    for (idx, r) in records.iter_mut().enumerate() {
+        found.extend(rule(r).into_iter().map(|p| (idx, p)));
+    }
+    found.extend(validate::validate_indexed(&records));
+    for (idx, mut p) in found {
         if partial[idx] && p.reason == reason::NO_INDICATOR {
             continue; // its indicator cells were already reported as unreadable
         }

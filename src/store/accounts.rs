@@ -77,53 +77,53 @@ pub fn create_or_reuse(
 ) -> Result<(Account, String), StoreError> {
     let token = new_token();
     let hash = hash_token(&token);
-    // A write transaction from the start: a deferred one that reads then writes fails at once
-    // with "database is locked" on SQLite when another writer is active (no busy wait on upgrade).
-    let account = super::write_tx(conn, |conn| db_run!(conn, |c| {
-        let existing: Option<Account> = accounts::table
-            .filter(accounts::name.eq(name))
-            .select(Account::as_select())
-            .first(c)
-            .optional()?;
-        let account = match existing {
-            Some(a)
-                if a.role() == role
-                    && a.cpts_id.as_deref() == cpts_id
-                    && a.disabled_at.is_none() =>
-            {
-                a
-            }
-            Some(a) if a.disabled_at.is_some() => {
-                return Err(StoreError::Conflict(format!(
-                    "account `{name}` was revoked; choose another name"
-                )));
-            }
-            Some(a) => {
-                return Err(StoreError::Conflict(format!(
-                    "account `{name}` exists with role {} and CPTS {:?}",
-                    a.role().as_str(),
-                    a.cpts_id
-                )));
-            }
-            None => diesel::insert_into(accounts::table)
+    let account = super::write_tx(conn, |conn| {
+        db_run!(conn, |c| (|| -> Result<_, StoreError> {
+            let existing: Option<Account> = accounts::table
+                .filter(accounts::name.eq(name))
+                .select(Account::as_select())
+                .first(c)
+                .optional()?;
+            let account = match existing {
+                Some(a)
+                    if a.role() == role
+                        && a.cpts_id.as_deref() == cpts_id
+                        && a.disabled_at.is_none() =>
+                {
+                    a
+                }
+                Some(a) if a.disabled_at.is_some() => {
+                    return Err(StoreError::Conflict(format!(
+                        "account `{name}` was revoked; choose another name"
+                    )));
+                }
+                Some(a) => {
+                    return Err(StoreError::Conflict(format!(
+                        "account `{name}` exists with role {} and CPTS {:?}",
+                        a.role().as_str(),
+                        a.cpts_id
+                    )));
+                }
+                None => diesel::insert_into(accounts::table)
+                    .values((
+                        accounts::name.eq(name),
+                        accounts::role.eq(role.as_str()),
+                        accounts::cpts_id.eq(cpts_id),
+                        accounts::created_at.eq(now),
+                    ))
+                    .returning(Account::as_returning())
+                    .get_result(c)?,
+            };
+            diesel::insert_into(api_tokens::table)
                 .values((
-                    accounts::name.eq(name),
-                    accounts::role.eq(role.as_str()),
-                    accounts::cpts_id.eq(cpts_id),
-                    accounts::created_at.eq(now),
+                    api_tokens::account_id.eq(account.id),
+                    api_tokens::token_hash.eq(&hash),
+                    api_tokens::created_at.eq(now),
                 ))
-                .returning(Account::as_returning())
-                .get_result(c)?,
-        };
-        diesel::insert_into(api_tokens::table)
-            .values((
-                api_tokens::account_id.eq(account.id),
-                api_tokens::token_hash.eq(&hash),
-                api_tokens::created_at.eq(now),
-            ))
-            .execute(c)?;
-        Ok(account)
-    }))?;
+                .execute(c)?;
+            Ok(account)
+        })())
+    })?;
     Ok((account, token))
 }
 
@@ -137,24 +137,26 @@ pub fn list(conn: &mut DbConn) -> Result<Vec<Account>, StoreError> {
 
 /// Disables the account and revokes all its tokens.
 pub fn revoke(conn: &mut DbConn, id: i64, now: i64) -> Result<(), StoreError> {
-    db_run!(conn, |c| c.transaction::<_, StoreError, _>(|c| {
-        let n = diesel::update(accounts::table.filter(accounts::id.eq(id)))
-            .set(accounts::disabled_at.eq(now))
+    super::write_tx(conn, |conn| {
+        db_run!(conn, |c| (|| -> Result<_, StoreError> {
+            let n = diesel::update(accounts::table.filter(accounts::id.eq(id)))
+                .set(accounts::disabled_at.eq(now))
+                .execute(c)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("no account with id {id}")));
+            }
+            diesel::update(
+                api_tokens::table.filter(
+                    api_tokens::account_id
+                        .eq(id)
+                        .and(api_tokens::revoked_at.is_null()),
+                ),
+            )
+            .set(api_tokens::revoked_at.eq(now))
             .execute(c)?;
-        if n == 0 {
-            return Err(StoreError::NotFound(format!("no account with id {id}")));
-        }
-        diesel::update(
-            api_tokens::table.filter(
-                api_tokens::account_id
-                    .eq(id)
-                    .and(api_tokens::revoked_at.is_null()),
-            ),
-        )
-        .set(api_tokens::revoked_at.eq(now))
-        .execute(c)?;
-        Ok(())
-    }))
+            Ok(())
+        })())
+    })
 }
 
 /// The principal behind a clear token, if the token is known, unrevoked and its account enabled.

@@ -74,6 +74,7 @@ pub struct Actor {
     pub is_admin: bool,
 }
 
+#[allow(clippy::too_many_arguments)] // one column each: a struct would only rename them
 fn audit(
     conn: &mut DbConn,
     now: i64,
@@ -152,7 +153,16 @@ pub fn hold(
                 holds::status.eq("active"),
             ))
             .execute(c))?;
-        audit(conn, now, actor, "hold", Some(slot_id), Some(&row.id), None, None)?;
+        audit(
+            conn,
+            now,
+            actor,
+            "hold",
+            Some(slot_id),
+            Some(&row.id),
+            None,
+            None,
+        )?;
         let cpts: String = db_run!(&mut *conn, |c| slots::table
             .find(slot_id)
             .select(slots::cpts_id)
@@ -180,7 +190,9 @@ fn why_unavailable(conn: &mut DbConn, slot_id: i64, now: i64) -> Result<BookingE
         .optional())?;
     Ok(match row {
         None => BookingError::NotFound(format!("no slot with id {slot_id}")),
-        Some((_, Some(_), _, _, _)) => BookingError::Unavailable("this slot is already booked".into()),
+        Some((_, Some(_), _, _, _)) => {
+            BookingError::Unavailable("this slot is already booked".into())
+        }
         Some((_, _, Some(until), _, _)) if until > now => {
             BookingError::Unavailable("another operator is holding this slot".into())
         }
@@ -190,7 +202,9 @@ fn why_unavailable(conn: &mut DbConn, slot_id: i64, now: i64) -> Result<BookingE
         Some((status, ..)) if status != "free" => {
             BookingError::Unavailable("this slot is taken at its publisher".into())
         }
-        Some((.., start)) if start <= now => BookingError::Unavailable("this slot has already started".into()),
+        Some((.., start)) if start <= now => {
+            BookingError::Unavailable("this slot has already started".into())
+        }
         Some(_) => BookingError::Unavailable("this slot cannot be held".into()),
     })
 }
@@ -208,12 +222,19 @@ fn check_owner(h: &HoldRow, actor: Actor) -> Result<(), BookingError> {
     if h.account_id == actor.account_id || actor.is_admin {
         Ok(())
     } else {
-        Err(BookingError::NotYours("this hold belongs to another operator".into()))
+        Err(BookingError::NotYours(
+            "this hold belongs to another operator".into(),
+        ))
     }
 }
 
 /// Releases an active hold; returns its slot id.
-pub fn release(conn: &mut DbConn, hold_id: &str, actor: Actor, now: i64) -> Result<i64, BookingError> {
+pub fn release(
+    conn: &mut DbConn,
+    hold_id: &str,
+    actor: Actor,
+    now: i64,
+) -> Result<i64, BookingError> {
     let mut out = None;
     write_tx(conn, |conn| {
         let h = match load_hold(conn, hold_id).and_then(|h| check_owner(&h, actor).map(|()| h)) {
@@ -226,7 +247,11 @@ pub fn release(conn: &mut DbConn, hold_id: &str, actor: Actor, now: i64) -> Resu
         if h.status != "active" || h.expires_at <= now {
             out = Some(Err(BookingError::InvalidTransition(format!(
                 "this hold is no longer active ({})",
-                if h.status == "active" { "expired" } else { &h.status }
+                if h.status == "active" {
+                    "expired"
+                } else {
+                    &h.status
+                }
             ))));
             return Ok(());
         }
@@ -235,12 +260,24 @@ pub fn release(conn: &mut DbConn, hold_id: &str, actor: Actor, now: i64) -> Resu
                 .filter(slots::id.eq(h.slot_id))
                 .filter(slots::hold_id.eq(hold_id))
         )
-        .set((slots::hold_id.eq(None::<String>), slots::held_until.eq(None::<i64>)))
+        .set((
+            slots::hold_id.eq(None::<String>),
+            slots::held_until.eq(None::<i64>)
+        ))
         .execute(c))?;
         db_run!(&mut *conn, |c| diesel::update(holds::table.find(hold_id))
             .set((holds::status.eq("released"), holds::ended_at.eq(now)))
             .execute(c))?;
-        audit(conn, now, actor, "release", Some(h.slot_id), Some(hold_id), None, None)?;
+        audit(
+            conn,
+            now,
+            actor,
+            "release",
+            Some(h.slot_id),
+            Some(hold_id),
+            None,
+            None,
+        )?;
         out = Some(Ok(h.slot_id));
         Ok(())
     })?;
@@ -266,32 +303,38 @@ pub fn confirm(
             }
         };
         if h.status != "active" || h.expires_at <= now {
-            let state = if h.status == "active" { "expired" } else { h.status.as_str() };
+            let state = if h.status == "active" {
+                "expired"
+            } else {
+                h.status.as_str()
+            };
             out = Some(Err(BookingError::Unavailable(format!(
                 "this hold is no longer active ({state}): hold the slot again"
             ))));
             return Ok(());
         }
-        let (cpts_id, start_at, end_at): (String, i64, i64) = db_run!(&mut *conn, |c| slots::table
-            .find(h.slot_id)
-            .select((slots::cpts_id, slots::start_at, slots::end_at))
-            .first(c))?;
-        let appt: AppointmentRow = db_run!(&mut *conn, |c| diesel::insert_into(appointments::table)
-            .values((
-                appointments::slot_id.eq(h.slot_id),
-                appointments::hold_id.eq(hold_id),
-                appointments::account_id.eq(actor.account_id),
-                appointments::cpts_id.eq(&cpts_id),
-                appointments::orientation_category.eq(category),
-                appointments::patient_ref.eq(patient_ref),
-                appointments::status.eq("booked"),
-                appointments::start_at.eq(start_at),
-                appointments::end_at.eq(end_at),
-                appointments::created_at.eq(now),
-                appointments::updated_at.eq(now),
-            ))
-            .returning(AppointmentRow::as_returning())
-            .get_result(c))?;
+        let (cpts_id, start_at, end_at): (String, i64, i64) =
+            db_run!(&mut *conn, |c| slots::table
+                .find(h.slot_id)
+                .select((slots::cpts_id, slots::start_at, slots::end_at))
+                .first(c))?;
+        let appt: AppointmentRow =
+            db_run!(&mut *conn, |c| diesel::insert_into(appointments::table)
+                .values((
+                    appointments::slot_id.eq(h.slot_id),
+                    appointments::hold_id.eq(hold_id),
+                    appointments::account_id.eq(actor.account_id),
+                    appointments::cpts_id.eq(&cpts_id),
+                    appointments::orientation_category.eq(category),
+                    appointments::patient_ref.eq(patient_ref),
+                    appointments::status.eq("booked"),
+                    appointments::start_at.eq(start_at),
+                    appointments::end_at.eq(end_at),
+                    appointments::created_at.eq(now),
+                    appointments::updated_at.eq(now),
+                ))
+                .returning(AppointmentRow::as_returning())
+                .get_result(c))?;
         let n = db_run!(&mut *conn, |c| diesel::update(
             slots::table
                 .filter(slots::id.eq(h.slot_id))
@@ -315,7 +358,16 @@ pub fn confirm(
         db_run!(&mut *conn, |c| diesel::update(holds::table.find(hold_id))
             .set((holds::status.eq("confirmed"), holds::ended_at.eq(now)))
             .execute(c))?;
-        audit(conn, now, actor, "confirm", Some(h.slot_id), Some(hold_id), Some(appt.id), Some(category))?;
+        audit(
+            conn,
+            now,
+            actor,
+            "confirm",
+            Some(h.slot_id),
+            Some(hold_id),
+            Some(appt.id),
+            Some(category),
+        )?;
         out = Some(Ok(appt));
         Ok(())
     });
@@ -343,13 +395,17 @@ pub fn set_outcome(
             .first(c)
             .optional())?;
         let Some(a) = a else {
-            out = Some(Err(BookingError::NotFound(format!("no appointment with id {id}"))));
+            out = Some(Err(BookingError::NotFound(format!(
+                "no appointment with id {id}"
+            ))));
             return Ok(());
         };
         let refused = match (a.status.as_str(), status) {
             ("booked", "cancelled") => None,
             ("booked", "fulfilled" | "noshow") if a.start_at <= now => None,
-            ("booked", "fulfilled" | "noshow") => Some("the appointment has not started yet".to_string()),
+            ("booked", "fulfilled" | "noshow") => {
+                Some("the appointment has not started yet".to_string())
+            }
             (from, to) if from == to => Some(format!("the appointment is already {from}")),
             (from, to) => Some(format!("an appointment that is {from} cannot become {to}")),
         };
@@ -358,11 +414,17 @@ pub fn set_outcome(
             return Ok(());
         }
         db_run!(&mut *conn, |c| diesel::update(appointments::table.find(id))
-            .set((appointments::status.eq(status), appointments::updated_at.eq(now)))
+            .set((
+                appointments::status.eq(status),
+                appointments::updated_at.eq(now)
+            ))
             .execute(c))?;
         let mut freed = None;
-        if status == "cancelled" && a.start_at > now {
-            if let Some(slot) = a.slot_id {
+        if status == "cancelled"
+            && a.start_at > now
+            && let Some(slot) = a.slot_id
+        {
+            {
                 let n = db_run!(&mut *conn, |c| diesel::update(
                     slots::table
                         .filter(slots::id.eq(slot))
@@ -373,8 +435,24 @@ pub fn set_outcome(
                 freed = (n == 1).then_some(slot);
             }
         }
-        audit(conn, now, actor, status, a.slot_id, Some(&a.hold_id), Some(id), None)?;
-        out = Some(Ok((AppointmentRow { status: status.to_string(), updated_at: now, ..a }, freed)));
+        audit(
+            conn,
+            now,
+            actor,
+            status,
+            a.slot_id,
+            Some(&a.hold_id),
+            Some(id),
+            None,
+        )?;
+        out = Some(Ok((
+            AppointmentRow {
+                status: status.to_string(),
+                updated_at: now,
+                ..a
+            },
+            freed,
+        )));
         Ok(())
     })?;
     out.expect("set in the transaction")
@@ -418,18 +496,26 @@ pub fn expire_holds(conn: &mut DbConn, now: i64) -> Result<Vec<(String, i64, i64
             return Ok(lapsed);
         }
         let ids: Vec<&str> = lapsed.iter().map(|(h, _, _)| h.as_str()).collect();
-        db_run!(&mut *conn, |c| diesel::update(holds::table.filter(holds::id.eq_any(&ids)))
-            .set((holds::status.eq("expired"), holds::ended_at.eq(now)))
-            .execute(c))?;
+        db_run!(&mut *conn, |c| diesel::update(
+            holds::table.filter(holds::id.eq_any(&ids))
+        )
+        .set((holds::status.eq("expired"), holds::ended_at.eq(now)))
+        .execute(c))?;
         db_run!(&mut *conn, |c| diesel::update(
             slots::table
                 .filter(slots::hold_id.eq_any(&ids))
                 .filter(slots::held_until.le(now))
         )
-        .set((slots::hold_id.eq(None::<String>), slots::held_until.eq(None::<i64>)))
+        .set((
+            slots::hold_id.eq(None::<String>),
+            slots::held_until.eq(None::<i64>)
+        ))
         .execute(c))?;
         for (h, slot, account) in &lapsed {
-            let actor = Actor { account_id: *account, is_admin: false };
+            let actor = Actor {
+                account_id: *account,
+                is_admin: false,
+            };
             audit(conn, now, actor, "expire", Some(*slot), Some(h), None, None)?;
         }
         Ok(lapsed)
@@ -439,11 +525,24 @@ pub fn expire_holds(conn: &mut DbConn, now: i64) -> Result<Vec<(String, i64, i64
 /// Operator state of every slot that has one, for the index overlay: `(slot id, until)`.
 pub fn taken_slots(conn: &mut DbConn, now: i64) -> Result<Vec<(i64, i64)>, StoreError> {
     let rows: Vec<(i64, Option<i64>, Option<i64>)> = db_run!(conn, |c| slots::table
-        .filter(slots::appointment_id.is_not_null().or(slots::held_until.gt(now)))
+        .filter(
+            slots::appointment_id
+                .is_not_null()
+                .or(slots::held_until.gt(now))
+        )
         .select((slots::id, slots::appointment_id, slots::held_until))
         .load(c))?;
     Ok(rows
         .into_iter()
-        .map(|(id, appt, until)| (id, if appt.is_some() { i64::MAX } else { until.unwrap_or(0) }))
+        .map(|(id, appt, until)| {
+            (
+                id,
+                if appt.is_some() {
+                    i64::MAX
+                } else {
+                    until.unwrap_or(0)
+                },
+            )
+        })
         .collect())
 }

@@ -12,6 +12,8 @@ pub mod bookings;
 pub mod schema;
 pub mod slots;
 pub mod sources;
+pub mod stats;
+pub mod stats_schema;
 
 use diesel::connection::SimpleConnection;
 use diesel::r2d2::{self, ConnectionManager, CustomizeConnection, PooledConnection};
@@ -174,8 +176,10 @@ impl Db {
                 #[cfg(feature = "sqlite")]
                 {
                     let path = sqlite_path(url);
-                    if let Some(parent) = std::path::Path::new(path).parent() {
-                        if !parent.as_os_str().is_empty() {
+                    if let Some(parent) = std::path::Path::new(path).parent()
+                        && !parent.as_os_str().is_empty()
+                    {
+                        {
                             std::fs::create_dir_all(parent).map_err(|e| {
                                 StoreError::Setup(format!(
                                     "cannot create {}: {e}",

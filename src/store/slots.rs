@@ -271,9 +271,9 @@ pub fn replace_snapshot(
             .eq(source_id)
             .and(slots::snapshot_seq.lt(seq))
             .and(slots::start_at.gt(now_s));
-        let taken = slots::appointment_id
+        let taken = slots::appointment_id.is_not_null().or(slots::hold_id
             .is_not_null()
-            .or(slots::hold_id.is_not_null().and(slots::held_until.gt(now_s)));
+            .and(slots::held_until.gt(now_s)));
         let kept_taken: Vec<String> = db_run!(&mut *conn, |c| {
             let ids: Vec<String> = slots::table
                 .filter(vanished)

@@ -135,11 +135,10 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         #[cfg(feature = "postgres")]
-        if let Some((base, name)) = self.pg_cleanup.take() {
-            if let Ok(mut admin) = diesel::PgConnection::establish(&base) {
-                let _ =
-                    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-            }
+        if let Some((base, name)) = self.pg_cleanup.take()
+            && let Ok(mut admin) = diesel::PgConnection::establish(&base)
+        {
+            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
         }
     }
 }
@@ -174,21 +173,75 @@ pub enum Place {
 }
 
 impl Place {
-    pub fn fields(self) -> (&'static str, &'static str, &'static str, &'static str, &'static str, &'static str) {
+    pub fn fields(
+        self,
+    ) -> (
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+    ) {
         // name, address, postcode, city, lat, lon (decimal comma: a French export)
         match self {
-            Place::NantesCentre => ("Cabinet Graslin", "2 rue Crébillon", "44000", "Nantes", "47,2184", "-1,5536"),
-            Place::Reze => ("MSP Rezé", "10 rue Jean Jaurès", "44400", "Rezé", "47,1833", "-1,5500"),
-            Place::SaintHerblain => ("Cabinet Bourgonnière", "1 bd Salvador Allende", "44800", "Saint-Herblain", "47,2122", "-1,6497"),
-            Place::SuceSurErdre => ("Centre de santé de l'Erdre", "5 rue de la Mairie", "44240", "Sucé-sur-Erdre", "47,3456", "-1,5278"),
-            Place::SaintNazaire => ("Cabinet du Port", "1 rue du Port", "44600", "Saint-Nazaire", "47,2735", "-2,2138"),
+            Place::NantesCentre => (
+                "Cabinet Graslin",
+                "2 rue Crébillon",
+                "44000",
+                "Nantes",
+                "47,2184",
+                "-1,5536",
+            ),
+            Place::Reze => (
+                "MSP Rezé",
+                "10 rue Jean Jaurès",
+                "44400",
+                "Rezé",
+                "47,1833",
+                "-1,5500",
+            ),
+            Place::SaintHerblain => (
+                "Cabinet Bourgonnière",
+                "1 bd Salvador Allende",
+                "44800",
+                "Saint-Herblain",
+                "47,2122",
+                "-1,6497",
+            ),
+            Place::SuceSurErdre => (
+                "Centre de santé de l'Erdre",
+                "5 rue de la Mairie",
+                "44240",
+                "Sucé-sur-Erdre",
+                "47,3456",
+                "-1,5278",
+            ),
+            Place::SaintNazaire => (
+                "Cabinet du Port",
+                "1 rue du Port",
+                "44600",
+                "Saint-Nazaire",
+                "47,2735",
+                "-2,2138",
+            ),
         }
     }
 }
 
 impl<'a> Row<'a> {
     pub fn new(id: &'a str, start: &'a str, place: Place) -> Self {
-        Row { id, start, minutes: 20, place, profession: "10", specialty: "SM54", modality: "AMB", surnumeraire: false, status: "libre" }
+        Row {
+            id,
+            start,
+            minutes: 20,
+            place,
+            profession: "10",
+            specialty: "SM54",
+            modality: "AMB",
+            surnumeraire: false,
+            status: "libre",
+        }
     }
 }
 
@@ -236,11 +289,18 @@ impl TestApp {
             .await
             .unwrap();
         assert_eq!(res.status(), 201);
-        res.json::<serde_json::Value>().await.unwrap()["id"].as_i64().unwrap()
+        res.json::<serde_json::Value>().await.unwrap()["id"]
+            .as_i64()
+            .unwrap()
     }
 
     /// PUTs a CSV snapshot; returns (status, body).
-    pub async fn push_csv(&self, token: &str, source: i64, body: String) -> (u16, serde_json::Value) {
+    pub async fn push_csv(
+        &self,
+        token: &str,
+        source: i64,
+        body: String,
+    ) -> (u16, serde_json::Value) {
         let res = self
             .client
             .put(self.url(&format!("/v1/sources/{source}/slots")))
@@ -250,22 +310,48 @@ impl TestApp {
             .send()
             .await
             .unwrap();
-        (res.status().as_u16(), res.json().await.unwrap_or(serde_json::Value::Null))
+        (
+            res.status().as_u16(),
+            res.json().await.unwrap_or(serde_json::Value::Null),
+        )
     }
 
     /// The CPTS territory containing Nantes.
     pub fn nantes_cpts(&self) -> String {
         let p = sasnp::domain::LatLon::new(47.2184, -1.5536).unwrap();
-        self.state.geo.locate(p).unwrap().territory.unwrap().id.clone()
+        self.state
+            .geo
+            .locate(p)
+            .unwrap()
+            .territory
+            .unwrap()
+            .id
+            .clone()
     }
 
     pub async fn search(&self, token: &str, query: &str) -> (u16, serde_json::Value) {
-        self.get_json(&format!("/v1/search?{query}"), Some(token)).await
+        self.get_json(&format!("/v1/search?{query}"), Some(token))
+            .await
     }
 
-    pub async fn post_json(&self, token: &str, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-        let res = self.client.post(self.url(path)).bearer_auth(token).json(&body).send().await.unwrap();
-        (res.status().as_u16(), res.json().await.unwrap_or(serde_json::Value::Null))
+    pub async fn post_json(
+        &self,
+        token: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let res = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (
+            res.status().as_u16(),
+            res.json().await.unwrap_or(serde_json::Value::Null),
+        )
     }
 }
 
@@ -273,6 +359,18 @@ impl TestApp {
 pub fn result_ids(body: &serde_json::Value) -> Vec<String> {
     body["results"]
         .as_array()
-        .map(|a| a.iter().map(|r| r["external_id"].as_str().unwrap().to_string()).collect())
+        .map(|a| {
+            a.iter()
+                .map(|r| r["external_id"].as_str().unwrap().to_string())
+                .collect()
+        })
         .unwrap_or_default()
+}
+
+impl TestApp {
+    /// The injected clock's now, epoch seconds.
+    pub fn clock_now(&self) -> i64 {
+        use sasnp::clock::Clock;
+        self.clock.now().timestamp()
+    }
 }

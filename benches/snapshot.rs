@@ -1,0 +1,168 @@
+//! End to end: a 1M-slot SMART SL snapshot pushed over HTTP (parse → database → searchable),
+//! on SQLite and, when `SASNP_BENCH_PG_URL` is set, on PostgreSQL; and in-process search latency
+//! while that snapshot is being ingested, against idle.
+//!
+//! `cargo bench --all-features --bench snapshot` (`SASNP_BENCH_SLOTS=…` to change the size;
+//! `SASNP_BENCH_PG_URL=postgres://postgres@127.0.0.1:5432/test` adds PostgreSQL: a scratch
+//! database is created and dropped).
+
+#[path = "search.rs"]
+#[allow(dead_code)]
+mod search_bench;
+
+use sasnp::config::Settings;
+use sasnp::domain::Role;
+use sasnp::geo::Geography;
+use sasnp::index::search::search;
+use sasnp::ingest::generate::{GenSpec, to_ndjson};
+use sasnp::startup::Application;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+fn p99(mut v: Vec<Duration>) -> (Duration, Duration, usize) {
+    v.sort();
+    let n = v.len();
+    (v[n / 2], v[(n * 99 / 100).min(n - 1)], n)
+}
+
+async fn run(label: &str, database_url: String, body: actix_web::web::Bytes, slots: usize) {
+    let settings = Settings {
+        bind: "127.0.0.1:0".into(),
+        database_url,
+        log: "warn".into(),
+        workers: Some(1),
+        ..Default::default()
+    };
+    let app = Application::build(settings).await.expect("app");
+    let port = app.port();
+    let state = app.state();
+    tokio::spawn(app.run_until_stopped());
+    let geo = Geography::load(&Geography::default_dir()).unwrap();
+    let cpts = state.geo.territories()[0].id.clone();
+    let (_, token) = state
+        .db
+        .run(|c| sasnp::store::accounts::create_or_reuse(c, "bench", Role::Admin, None, 0))
+        .await
+        .unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(600))
+        .build()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let source: serde_json::Value = client
+        .post(format!("{base}/v1/sources"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"name": "bench", "format": "smart-sl", "cpts": cpts}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = source["id"].as_i64().unwrap();
+    // A resident 1M-slot synthetic index is what searches run against meanwhile.
+    let qs = search_bench::queries(&geo, 5_000, 1);
+    let resident = Arc::new(search_bench::synthetic_index(&geo, 1_000_000, 3));
+    let measure = |stop: Arc<AtomicBool>,
+                   resident: Arc<sasnp::index::SlotIndex>,
+                   qs: Vec<sasnp::index::search::Query>| {
+        std::thread::spawn(move || {
+            let snap = resident.load();
+            let mut times = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) || times.len() < 5_000 {
+                let q = &qs[i % qs.len()];
+                let t = Instant::now();
+                std::hint::black_box(search(&snap, &resident, q));
+                times.push(t.elapsed());
+                i += 1;
+                if times.len() >= 2_000_000 {
+                    break;
+                }
+            }
+            times
+        })
+    };
+    let stop = Arc::new(AtomicBool::new(true));
+    let idle = measure(stop.clone(), resident.clone(), qs.clone())
+        .join()
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let busy = measure(stop.clone(), resident.clone(), qs.clone());
+    let t = Instant::now();
+    let res = client
+        .put(format!("{base}/v1/sources/{id}/slots"))
+        .bearer_auth(&token)
+        .header("Content-Type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    let report: serde_json::Value = res.json().await.unwrap();
+    let took = t.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let busy = busy.join().unwrap();
+    assert_eq!(status, 200, "{report}");
+    let searchable = state.index.load().slot_count;
+    let (ip50, ip99, _) = p99(idle);
+    let (bp50, bp99, bn) = p99(busy);
+    println!(
+        "| {label} | {slots} | {} | {searchable} | {took:.2?} | {:.0} | {ip50:.2?} / {ip99:.2?} | {bp50:.2?} / {bp99:.2?} ({bn} searches) | {:.2} |",
+        report["accepted"],
+        slots as f64 / took.as_secs_f64(),
+        bp99.as_secs_f64() / ip99.as_secs_f64()
+    );
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench -- --list` / `cargo test --benches`: nothing to list
+    }
+    let slots: usize = std::env::var("SASNP_BENCH_SLOTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let start = chrono::Utc::now();
+    let t = Instant::now();
+    let geo = Geography::load(&Geography::default_dir()).unwrap();
+    let feed =
+        sasnp::ingest::generate::generate_on(&GenSpec::new(11, slots, slots / 50, start), &geo);
+    let body = actix_web::web::Bytes::from(to_ndjson(&feed));
+    eprintln!(
+        "generated {} slots, {} MB of NDJSON in {:.2?}",
+        feed.slots.len(),
+        body.len() / 1_000_000,
+        t.elapsed()
+    );
+    println!(
+        "| backend | slots sent | accepted | searchable after | PUT → searchable | slots/s | search p50/p99 idle | p50/p99 during ingest | p99 ratio |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    rt.block_on(run("SQLite", url, body.clone(), feed.slots.len()));
+    #[cfg(feature = "postgres")]
+    if let Ok(base) = std::env::var("SASNP_BENCH_PG_URL") {
+        use diesel::{Connection, connection::SimpleConnection};
+        let name = format!("sasnp_bench_{}", std::process::id());
+        let mut admin = diesel::PgConnection::establish(&base).unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap();
+        let (prefix, _) = base.rsplit_once('/').unwrap();
+        rt.block_on(run(
+            "PostgreSQL",
+            format!("{prefix}/{name}"),
+            body,
+            feed.slots.len(),
+        ));
+        let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+    }
+}

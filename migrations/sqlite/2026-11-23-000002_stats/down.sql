@@ -1,0 +1,3 @@
+DROP TABLE stats_search_tally;
+DROP TABLE stats_records;
+DROP TABLE stats_uploads;
