@@ -16,12 +16,14 @@
 
 use crate::index::SlotIndex;
 use crate::ingest::IngestReport;
-use crate::stats::{Indicator, Indicators};
+use crate::stats::{Indicator, Indicators, StatRecord};
 use crate::store::sources::SourceRow;
+use chrono::NaiveDate;
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -52,7 +54,7 @@ pub const RESULT_BUCKETS: &[f64] = &[0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0
 pub const OTHER: &str = "other";
 
 /// Pull-fetch error kinds accepted by [`Metrics::fetch_error`].
-pub const FETCH_ERROR_KINDS: &[&str] = &["connect", "timeout", "http_status", "body", "too_large"];
+pub const FETCH_ERROR_KINDS: &[&str] = &["connect", "timeout", "http_status", "body", "manifest"];
 
 /// One CPTS territory as the metrics know it.
 #[derive(Debug, Clone)]
@@ -97,6 +99,52 @@ pub struct ScrapeInput<'a> {
     pub freshness: &'a dyn Fn(&SourceRow) -> (i64, bool),
     /// Database pool `(in use, idle)`.
     pub pool: (u32, u32),
+    /// Current statistics records (recent periods), for the latest-period gauges (`None` when
+    /// not readable: the gauges keep their previous values).
+    pub stats: Option<&'a [StatRecord]>,
+}
+
+/// The latest period of each CPTS among `records` (current versions): the one ending last
+/// (then starting last), with its "all professions" record when there is one, else the sum of
+/// its per-profession records (a count is absent only when no record counted it; a median
+/// delay is kept only from a single record).
+pub fn latest_stats(records: &[StatRecord]) -> Vec<(String, NaiveDate, NaiveDate, Indicators)> {
+    let mut latest: BTreeMap<&str, (NaiveDate, NaiveDate)> = BTreeMap::new();
+    for r in records {
+        let e = latest
+            .entry(r.cpts_id.as_str())
+            .or_insert((r.period_start, r.period_end));
+        if (r.period_end, r.period_start) > (e.1, e.0) {
+            *e = (r.period_start, r.period_end);
+        }
+    }
+    latest
+        .into_iter()
+        .map(|(cpts, (start, end))| {
+            let recs: Vec<&StatRecord> = records
+                .iter()
+                .filter(|r| r.cpts_id == cpts && r.period_start == start && r.period_end == end)
+                .collect();
+            let values = match recs.iter().find(|r| r.profession.is_none()) {
+                Some(all) => all.indicators.clone(),
+                None => {
+                    let mut v = Indicators::default();
+                    for i in Indicator::COUNTS {
+                        let sum = recs
+                            .iter()
+                            .filter_map(|r| r.indicators.count(i))
+                            .reduce(u64::saturating_add);
+                        v.set_count(i, sum);
+                    }
+                    if let [one] = recs.as_slice() {
+                        v.median_delay_hours = one.indicators.median_delay_hours;
+                    }
+                    v
+                }
+            };
+            (cpts.to_string(), start, end, values)
+        })
+        .collect()
 }
 
 /// All the service's metrics and their registry.
@@ -276,7 +324,7 @@ impl Metrics {
             ingest_rejections: counter(&r, "sasnp_ingest_rejections_total", "Slots rejected at ingestion by CPTS and reason code.", &["cpts", "reason"]),
             ingest_warnings: counter(&r, "sasnp_ingest_warnings_total", "Ingestion warnings (slot kept) by CPTS and reason code.", &["cpts", "reason"]),
             ingest_feed_errors: counter(&r, "sasnp_ingest_feed_errors_total", "Feeds that could not be read at all, by CPTS and error code.", &["cpts", "code"]),
-            fetch_errors: counter(&r, "sasnp_feed_fetch_errors_total", "Failed fetches of pulled feeds by CPTS and kind (connect, timeout, http_status, body, too_large).", &["cpts", "kind"]),
+            fetch_errors: counter(&r, "sasnp_feed_fetch_errors_total", "Failed fetches of pulled feeds by CPTS and kind (connect, timeout, http_status, body, manifest).", &["cpts", "kind"]),
             ingest_duration: histo(&r, "sasnp_ingest_duration_seconds", "Time to apply one feed (parse, normalise, store, index), by format.", &["format"], INGEST_BUCKETS),
 
             searches: counter(&r, "sasnp_searches_total", "Operator searches answered, by the patient's department.", &["department"]),
@@ -512,8 +560,9 @@ impl Metrics {
     }
 
     /// Publishes a CPTS's latest period (replacing the previous one): one gauge per indicator it
-    /// counted (indicators it did not count are removed, never shown as 0). Call after each
-    /// stored upload whose period is the CPTS's latest, and at start-up for every CPTS.
+    /// counted (indicators it did not count are removed, never shown as 0). Each scrape already
+    /// recomputes these from the stored records ([`latest_stats`]); this is for callers that
+    /// want a value visible before the next scrape.
     pub fn set_latest_stats(
         &self,
         cpts: &str,
@@ -655,6 +704,15 @@ impl Metrics {
             }
         }
 
+        if let Some(records) = input.stats {
+            self.stats_indicator.reset();
+            self.stats_period_start.reset();
+            self.stats_period_end.reset();
+            for (cpts, start, end, values) in latest_stats(records) {
+                self.set_latest_stats(&cpts, start, end, &values);
+            }
+        }
+
         let (busy, idle) = input.pool;
         self.db_pool
             .with_label_values(&["in_use"])
@@ -715,6 +773,31 @@ mod tests {
             text.contains("sasnp_searches_total{department=\"other\"} 1"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_latest_period_prefers_the_all_professions_record() {
+        let d = |s: &str| s.parse::<NaiveDate>().unwrap();
+        let rec = |start: &str, end: &str, prof: Option<&str>, received: u64| StatRecord {
+            cpts_id: "CPTS-44-A".into(),
+            period_start: d(start),
+            period_end: d(end),
+            profession: prof.map(String::from),
+            indicators: Indicators {
+                requests_received: Some(received),
+                ..Default::default()
+            },
+            line: 1,
+        };
+        let records = [
+            rec("2026-10-01", "2026-10-31", Some("10"), 5),
+            rec("2026-10-01", "2026-10-31", None, 9),
+            rec("2026-09-01", "2026-09-30", None, 100),
+        ];
+        let got = latest_stats(&records);
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].1, got[0].2), (d("2026-10-01"), d("2026-10-31")));
+        assert_eq!(got[0].3.requests_received, Some(9));
     }
 
     #[test]

@@ -508,37 +508,71 @@ async fn expired_and_released_holds_are_counted() {
     assert_eq!(m.sum("sasnp_holds_total", &[]), 2.0);
 }
 
+/// A canonical statistics file for `cpts`: September for all professions, October per
+/// profession (10 and 60).
+fn stats_csv(cpts: &str) -> String {
+    format!(
+        "cpts_id,period_start,period_end,profession,requests_received,requests_handled,requests_from_regulation,consultations_done,redirected_emergency,redirected_other,no_shows,slots_offered,slots_used,participating_professionals,median_delay_hours\n\
+         {cpts},2026-09-01,2026-09-30,,100,90,20,80,1,2,3,100,90,10,20\n\
+         {cpts},2026-10-01,2026-10-31,10,120,110,30,97,3,4,2,150,130,12,18.5\n\
+         {cpts},2026-10-01,2026-10-31,60,20,18,,,,,,,,3,6\n"
+    )
+}
+
+async fn upload_stats(app: &TestApp, token: &str, body: String) -> (u16, serde_json::Value) {
+    let res = app
+        .client
+        .post(app.url("/v1/stats/uploads?preset=canonical"))
+        .bearer_auth(token)
+        .header("content-type", "text/csv")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.json().await.unwrap_or_default())
+}
+
 #[tokio::test]
-async fn statistics_setters_publish_bounded_gauges() {
+async fn uploaded_statistics_publish_the_latest_period() {
     let (app, cpts, _, _) = setup().await;
-    let metrics = &app.state.metrics;
-    let values = sasnp::stats::Indicators {
-        requests_received: Some(120),
-        consultations_done: Some(97),
-        ..Default::default()
-    };
-    let d = |s: &str| s.parse::<chrono::NaiveDate>().unwrap();
-    metrics.set_latest_stats(&cpts, d("2026-10-01"), d("2026-10-31"), &values);
-    metrics.stats_upload(&cpts, true);
-    metrics.stats_upload("not-a-cpts", false);
+    let coordinator = app.token("cpts-nantes", Role::Cpts, Some(&cpts)).await;
+    let (s, body) = upload_stats(&app, &coordinator, stats_csv(&cpts)).await;
+    assert_eq!(s, 201, "{body}");
+    // a file with a period in the future is rejected whole
+    let bad = stats_csv(&cpts).replace("2026-10-31", "2027-10-31");
+    let (s, body) = upload_stats(&app, &coordinator, bad).await;
+    assert_eq!(s, 422, "{body}");
     let m = scrape(&app).await;
-    assert_eq!(
+    let ind = |name: &'static str| {
         m.sum(
             "sasnp_stats_indicator",
-            &[("cpts", &cpts), ("indicator", "requests_received")]
+            &[("cpts", &cpts), ("indicator", name)],
+        )
+    };
+    // October, summed over the two professions; a count nobody gave stays absent
+    assert_eq!(ind("requests_received"), 140.0);
+    assert_eq!(ind("consultations_done"), 97.0);
+    assert_eq!(ind("participating_professionals"), 15.0);
+    assert!(
+        !m.0.iter()
+            .any(|s| s.name == "sasnp_stats_indicator"
+                && s.labels["indicator"] == "median_delay_hours"),
+        "a median delay is not summed across professions"
+    );
+    // 2026-10-01 00:00 Paris (+02:00) .. 2026-11-01 00:00 Paris (+01:00)
+    assert_eq!(
+        m.sum(
+            "sasnp_stats_period_start_timestamp_seconds",
+            &[("cpts", &cpts)]
         ),
-        120.0
+        1_790_805_600.0
     );
     assert_eq!(
         m.sum(
-            "sasnp_stats_indicator",
-            &[("cpts", &cpts), ("indicator", "consultations_done")]
+            "sasnp_stats_period_end_timestamp_seconds",
+            &[("cpts", &cpts)]
         ),
-        97.0
-    );
-    assert_eq!(
-        m.sum("sasnp_stats_indicator", &[("indicator", "no_shows")]),
-        0.0
+        1_793_487_600.0
     );
     assert_eq!(
         m.sum(
@@ -550,15 +584,19 @@ async fn statistics_setters_publish_bounded_gauges() {
     assert_eq!(
         m.sum(
             "sasnp_stats_uploads_total",
-            &[("cpts", "other"), ("result", "rejected")]
+            &[("cpts", &cpts), ("result", "rejected")]
         ),
         1.0
     );
-    assert!(
+    // labels stay bounded whatever a caller passes
+    app.state.metrics.stats_upload("not-a-cpts", false);
+    let m = scrape(&app).await;
+    assert_eq!(
         m.sum(
-            "sasnp_stats_period_end_timestamp_seconds",
-            &[("cpts", &cpts)]
-        ) > 0.0
+            "sasnp_stats_uploads_total",
+            &[("cpts", "other"), ("result", "rejected")]
+        ),
+        1.0
     );
 }
 
@@ -705,19 +743,13 @@ async fn dashboards_and_alerts_use_only_exported_metrics() {
     assert_eq!(res.status(), 204);
     hold(&app, &op, c).await;
     let _ = app.search(&op, &format!("{AT_NANTES}&profession=70")).await;
-    let metrics = &app.state.metrics;
-    metrics.set_latest_stats(
-        &cpts,
-        "2026-10-01".parse().unwrap(),
-        "2026-10-31".parse().unwrap(),
-        &sasnp::stats::Indicators {
-            slots_used: Some(3),
-            slots_offered: Some(4),
-            ..Default::default()
-        },
+    let coordinator = app.token("cpts-nantes", Role::Cpts, Some(&cpts)).await;
+    assert_eq!(
+        upload_stats(&app, &coordinator, stats_csv(&cpts)).await.0,
+        201
     );
-    metrics.stats_upload(&cpts, true);
-    metrics.fetch_error(&cpts, "timeout");
+    // no pulled source here: the poller's counter is exercised directly
+    app.state.metrics.fetch_error(&cpts, "timeout");
     let mut exported: std::collections::BTreeSet<String> =
         scrape(&app).await.0.into_iter().map(|s| s.name).collect();
     app.clock.advance(chrono::Duration::hours(25));

@@ -15,6 +15,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// How far back a scrape looks for each CPTS's latest statistics period, in days.
+pub const STATS_LOOKBACK_DAYS: i64 = 400;
+
 /// Route label of requests that matched no route.
 pub const UNMATCHED: &str = "unmatched";
 
@@ -50,6 +53,23 @@ pub async fn scrape(
             None
         }
     };
+    // Statistics of the last 400 days: enough to hold every CPTS's latest period.
+    let since = state.clock.now().date_naive() - chrono::Duration::days(STATS_LOOKBACK_DAYS);
+    let stats = match state
+        .db
+        .run(move |c| crate::store::stats::current_records(c, None, Some(since), None))
+        .await
+    {
+        Ok(rows) => Some(
+            rows.iter()
+                .map(crate::store::stats::VersionRow::record)
+                .collect::<Vec<_>>(),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: statistics not readable, their gauges keep their last values");
+            None
+        }
+    };
     let st = state.clone();
     let text = tokio::task::spawn_blocking(move || {
         let now = st.clock.now().timestamp();
@@ -64,6 +84,7 @@ pub async fn scrape(
             sources: sources.as_deref(),
             freshness: &freshness,
             pool: st.db.pool_state(),
+            stats: stats.as_deref(),
         });
         st.metrics.render()
     })

@@ -326,6 +326,10 @@ pub async fn upload(
     let CheckedUpload { records, warnings } = match checked {
         Ok(c) => c,
         Err(UploadErrors { problems }) => {
+            if !dry_run {
+                let cpts = who.cpts_id.as_deref().unwrap_or(crate::metrics::OTHER);
+                state.metrics.stats_upload(cpts, false);
+            }
             let errors = problems.iter().filter(|p| p.is_error()).count();
             return Err(ApiError::Unprocessable {
                 code: "upload_rejected",
@@ -371,6 +375,11 @@ pub async fn upload(
             replaced = row.replaced_count,
             "statistics upload stored"
         );
+        let mut cpts: Vec<&str> = recs_cpts(&records);
+        cpts.dedup();
+        for c in cpts {
+            state.metrics.stats_upload(c, true);
+        }
         (Some(row), prev)
     };
 
@@ -416,6 +425,13 @@ pub async fn upload(
     } else {
         HttpResponse::Created().json(body)
     })
+}
+
+/// The CPTS of the records, sorted.
+fn recs_cpts(records: &[StatRecord]) -> Vec<&str> {
+    let mut v: Vec<&str> = records.iter().map(|r| r.cpts_id.as_str()).collect();
+    v.sort_unstable();
+    v
 }
 
 // ---------------------------------------------------------------------------------------

@@ -80,6 +80,20 @@ pub enum FetchError {
     Store(#[from] crate::store::StoreError),
 }
 
+impl FetchError {
+    /// The `kind` label of `sasnp_feed_fetch_errors_total` (`None`: not a fetch failure).
+    pub fn metric_kind(&self) -> Option<&'static str> {
+        match self {
+            Self::Http { source, .. } if source.is_timeout() => Some("timeout"),
+            Self::Http { source, .. } if source.is_connect() => Some("connect"),
+            Self::Http { .. } => Some("body"),
+            Self::Status { .. } => Some("http_status"),
+            Self::Manifest(_) => Some("manifest"),
+            Self::Apply(_) | Self::Store(_) => None,
+        }
+    }
+}
+
 /// What one poll of one source did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Polled {
@@ -265,6 +279,9 @@ impl Poller {
             }
             Err(e) => {
                 tracing::warn!(source = s.id, error = %e, "poll failed");
+                if let Some(kind) = e.metric_kind() {
+                    state.metrics.fetch_error(&s.cpts_id, kind);
+                }
                 if !matches!(e, FetchError::Apply(_)) {
                     // apply() already recorded feed errors; record transport/status errors here
                     let (id, msg) = (s.id, e.to_string());
