@@ -173,7 +173,11 @@ pub fn queries(geo: &Geography, n: usize, seed: u64) -> Vec<Query> {
 }
 
 /// p50, p99, max and mean results per query, over `qs` filtered by `keep`.
-fn percentiles(index: &SlotIndex, qs: &[Query], keep: impl Fn(&Query) -> bool) -> (Duration, Duration, Duration, f64) {
+fn percentiles(
+    index: &SlotIndex,
+    qs: &[Query],
+    keep: impl Fn(&Query) -> bool,
+) -> (Duration, Duration, Duration, f64) {
     let snap = index.load();
     let mut times: Vec<Duration> = Vec::with_capacity(qs.len());
     let mut hits = 0usize;
@@ -185,7 +189,12 @@ fn percentiles(index: &SlotIndex, qs: &[Query], keep: impl Fn(&Query) -> bool) -
     }
     times.sort();
     let p = |x: f64| times[((times.len() as f64 * x) as usize).min(times.len() - 1)];
-    (p(0.50), p(0.99), *times.last().unwrap(), hits as f64 / times.len() as f64)
+    (
+        p(0.50),
+        p(0.99),
+        *times.last().unwrap(),
+        hits as f64 / times.len() as f64,
+    )
 }
 
 fn main() {
@@ -224,11 +233,11 @@ fn main() {
             table.push((n, label, snap.places.len(), build, p50, p99, max, avg_hits));
         }
     }
-    println!("\n| slots | places | index build | p50 | p99 | max | results/query |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
-    for (n, places, build, p50, p99, max, hits) in table {
+    println!("\n| slots | queries | places | index build | p50 | p99 | max | results/query |");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|");
+    for (n, label, places, build, p50, p99, max, hits) in table {
         println!(
-            "| {n} | {places} | {build:.2?} | {p50:.2?} | {p99:.2?} | {max:.2?} | {hits:.1} |"
+            "| {n} | {label} | {places} | {build:.2?} | {p50:.2?} | {p99:.2?} | {max:.2?} | {hits:.1} |"
         );
     }
     c.final_summary();

@@ -138,7 +138,12 @@ impl Snapshot {
         let slot_count = places.iter().map(|p| p.slots.len()).sum();
         let mut by_start = Vec::with_capacity(slot_count);
         for (pi, p) in places.iter().enumerate() {
-            by_start.extend(p.slots.iter().enumerate().map(|(si, s)| (s.start, pi as u32, si as u32)));
+            by_start.extend(
+                p.slots
+                    .iter()
+                    .enumerate()
+                    .map(|(si, s)| (s.start, pi as u32, si as u32)),
+            );
         }
         by_start.sort_unstable();
         Snapshot {

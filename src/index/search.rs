@@ -154,7 +154,11 @@ pub fn search(snap: &Snapshot, index: &SlotIndex, q: &Query) -> Found {
                 break;
             }
             if matches(q, s) && !index.is_taken(s.id, q.now) {
-                hits.push(Hit { place: place.clone(), slot: first + i, distance_m: d });
+                hits.push(Hit {
+                    place: place.clone(),
+                    slot: first + i,
+                    distance_m: d,
+                });
             }
         }
         if hits.len() >= limit && bound == cap {
@@ -164,7 +168,10 @@ pub fn search(snap: &Snapshot, index: &SlotIndex, q: &Query) -> Found {
             };
         }
     }
-    let within_base = hits.iter().filter(|h| h.distance_m <= q.radius.base_m).count();
+    let within_base = hits
+        .iter()
+        .filter(|h| h.distance_m <= q.radius.base_m)
+        .count();
     let steps = if hits.len() >= limit {
         let mut ds: Vec<f64> = hits.iter().map(|h| h.distance_m).collect();
         ds.sort_by(f64::total_cmp);
@@ -174,7 +181,11 @@ pub fn search(snap: &Snapshot, index: &SlotIndex, q: &Query) -> Found {
     };
     let radius_m = q.radius.at(steps);
     hits.retain(|h| h.distance_m <= radius_m);
-    let by_distance = |a: &Hit, b: &Hit| a.distance_m.total_cmp(&b.distance_m).then(a.slot().start.cmp(&b.slot().start));
+    let by_distance = |a: &Hit, b: &Hit| {
+        a.distance_m
+            .total_cmp(&b.distance_m)
+            .then(a.slot().start.cmp(&b.slot().start))
+    };
     match q.order {
         Order::Distance => hits.sort_by(by_distance),
         Order::Neutral => {
@@ -183,17 +194,35 @@ pub fn search(snap: &Snapshot, index: &SlotIndex, q: &Query) -> Found {
             shuffle_buckets(&mut hits, q.seed);
         }
         Order::Soonest => {
-            hits = soonest_within(snap, index, q, from, radius_m, limit).unwrap_or_else(|| all_within(snap, index, q, from, radius_m));
-            hits.sort_by(|a, b| a.slot().start.cmp(&b.slot().start).then(a.distance_m.total_cmp(&b.distance_m)));
+            hits = soonest_within(snap, index, q, from, radius_m, limit)
+                .unwrap_or_else(|| all_within(snap, index, q, from, radius_m));
+            hits.sort_by(|a, b| {
+                a.slot()
+                    .start
+                    .cmp(&b.slot().start)
+                    .then(a.distance_m.total_cmp(&b.distance_m))
+            });
         }
     }
     hits.truncate(limit);
-    Found { hits, radius_m, steps, within_base }
+    Found {
+        hits,
+        radius_m,
+        steps,
+        within_base,
+    }
 }
 
 /// The `limit` earliest matching slots within `radius_m`, scanning slots in start order;
 /// `None` when more than [`SOONEST_SCAN_CAP`] entries would be needed.
-fn soonest_within(snap: &Snapshot, index: &SlotIndex, q: &Query, from: i64, radius_m: f64, limit: usize) -> Option<Vec<Hit>> {
+fn soonest_within(
+    snap: &Snapshot,
+    index: &SlotIndex,
+    q: &Query,
+    from: i64,
+    radius_m: f64,
+    limit: usize,
+) -> Option<Vec<Hit>> {
     let origin = super::to_xyz(q.origin);
     let max_c2 = super::m_to_chord2(radius_m);
     let first = snap.by_start.partition_point(|e| e.0 < from);
@@ -206,14 +235,19 @@ fn soonest_within(snap: &Snapshot, index: &SlotIndex, q: &Query, from: i64, radi
             return None;
         }
         let p = snap.xyz[pi as usize];
-        let c2 = (p[0] - origin[0]).powi(2) + (p[1] - origin[1]).powi(2) + (p[2] - origin[2]).powi(2);
+        let c2 =
+            (p[0] - origin[0]).powi(2) + (p[1] - origin[1]).powi(2) + (p[2] - origin[2]).powi(2);
         if c2 > max_c2 {
             continue;
         }
         let place = &snap.places[pi as usize];
         let s = &place.slots[si as usize];
         if place.source.is_fresh(q.now) && matches(q, s) && !index.is_taken(s.id, q.now) {
-            hits.push(Hit { place: place.clone(), slot: si as usize, distance_m: super::chord2_to_m(c2) });
+            hits.push(Hit {
+                place: place.clone(),
+                slot: si as usize,
+                distance_m: super::chord2_to_m(c2),
+            });
             if hits.len() >= limit {
                 return Some(hits);
             }
@@ -238,7 +272,11 @@ fn all_within(snap: &Snapshot, index: &SlotIndex, q: &Query, from: i64, radius_m
                 break;
             }
             if matches(q, s) && !index.is_taken(s.id, q.now) {
-                hits.push(Hit { place: place.clone(), slot: first + i, distance_m: d });
+                hits.push(Hit {
+                    place: place.clone(),
+                    slot: first + i,
+                    distance_m: d,
+                });
             }
         }
     }
@@ -281,7 +319,10 @@ mod tests {
             last_success_at: AtomicI64::new(NOW),
             stale_after_s: 86_400,
         });
-        let provider = Arc::new(Provider { profession: Some("10".into()), ..Default::default() });
+        let provider = Arc::new(Provider {
+            profession: Some("10".into()),
+            ..Default::default()
+        });
         let mut id = 0;
         // 60 places on a line eastwards from (47.0, -1.0), 1 km apart, 8 slots each at
         // staggered starts so that the soonest are not the nearest.
@@ -295,7 +336,11 @@ mod tests {
                             id,
                             start,
                             end: start + 1200,
-                            modality: if j % 3 == 0 { Modality::HomeVisit } else { Modality::Ambulatory },
+                            modality: if j % 3 == 0 {
+                                Modality::HomeVisit
+                            } else {
+                                Modality::Ambulatory
+                            },
                             audience: AudienceSet(0),
                             surnumeraire: j == 7,
                             offered: j != 5,
@@ -323,13 +368,20 @@ mod tests {
                 })
             })
             .collect();
-        (Snapshot::new(places, HashMap::from([(1, source.clone())])), source)
+        (
+            Snapshot::new(places, HashMap::from([(1, source.clone())])),
+            source,
+        )
     }
 
     fn query(order: Order, limit: usize) -> Query {
         Query {
             origin: LatLon::new(47.0, -1.0).unwrap(),
-            radius: Radius { base_m: 10_000.0, step_m: 5_000.0, max_steps: 4 },
+            radius: Radius {
+                base_m: 10_000.0,
+                step_m: 5_000.0,
+                max_steps: 4,
+            },
             from: NOW,
             to: NOW + 72 * 3600,
             now: NOW,
@@ -349,7 +401,12 @@ mod tests {
         for p in &snap.places {
             let d = q.origin.distance_m(p.position);
             for s in &p.slots {
-                if d <= radius && s.start > q.now && s.start < q.to && matches(q, s) && !index.is_taken(s.id, q.now) {
+                if d <= radius
+                    && s.start > q.now
+                    && s.start < q.to
+                    && matches(q, s)
+                    && !index.is_taken(s.id, q.now)
+                {
                     all.push((s.start, d));
                 }
             }
@@ -368,14 +425,21 @@ mod tests {
         let mut expected = brute(&snap, &index, &q, found.radius_m);
         expected.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
         let got: Vec<i64> = found.hits.iter().map(|h| h.slot().start).collect();
-        assert_eq!(got, expected.iter().take(10).map(|e| e.0).collect::<Vec<_>>());
+        assert_eq!(
+            got,
+            expected.iter().take(10).map(|e| e.0).collect::<Vec<_>>()
+        );
         // 100 wanted: 7 offered per km, one step (15 km) holds them
         assert_eq!(search(&snap, &index, &query(Order::Distance, 100)).steps, 1);
         // 300 wanted: not even within the 30 km cap; the radius grows to the cap
         let q = query(Order::Distance, 300);
         let found = search(&snap, &index, &q);
         assert_eq!(found.steps, 4);
-        assert_eq!(found.hits.len(), brute(&snap, &index, &q, 30_000.0).len(), "every slot within the cap");
+        assert_eq!(
+            found.hits.len(),
+            brute(&snap, &index, &q, 30_000.0).len(),
+            "every slot within the cap"
+        );
         assert!(found.hits.len() < 300);
         assert_eq!(found.radius_m, 30_000.0);
     }
@@ -395,7 +459,12 @@ mod tests {
             let want: Vec<i64> = expected.iter().take(limit).map(|e| e.0).collect();
             assert_eq!(starts(&found.hits), want, "limit {limit}");
             let mut fallback = all_within(&snap, &index, &q, q.now + 1, found.radius_m);
-            fallback.sort_by(|a, b| a.slot().start.cmp(&b.slot().start).then(a.distance_m.total_cmp(&b.distance_m)));
+            fallback.sort_by(|a, b| {
+                a.slot()
+                    .start
+                    .cmp(&b.slot().start)
+                    .then(a.distance_m.total_cmp(&b.distance_m))
+            });
             fallback.truncate(limit);
             assert_eq!(starts(&fallback), want, "fallback, limit {limit}");
         }
@@ -405,22 +474,44 @@ mod tests {
     fn taken_stale_and_filtered_slots_are_never_returned() {
         let (snap, source) = snapshot();
         let index = SlotIndex::default();
-        let first = search(&snap, &index, &query(Order::Distance, 1)).hits[0].slot().id;
+        let first = search(&snap, &index, &query(Order::Distance, 1)).hits[0]
+            .slot()
+            .id;
         index.mark_taken(first, NOW + 300);
-        assert_ne!(search(&snap, &index, &query(Order::Distance, 1)).hits[0].slot().id, first);
+        assert_ne!(
+            search(&snap, &index, &query(Order::Distance, 1)).hits[0]
+                .slot()
+                .id,
+            first
+        );
         let mut q = query(Order::Distance, 1);
         q.now = NOW + 301;
         q.from = NOW + 301;
         let after_expiry = search(&snap, &index, &q).hits[0].slot().id;
-        assert_eq!(after_expiry, first, "an expired hold no longer hides the slot");
+        assert_eq!(
+            after_expiry, first,
+            "an expired hold no longer hides the slot"
+        );
         let mut q = query(Order::Distance, 50);
         q.surnumeraire = Surnumeraire::Only;
-        assert!(search(&snap, &index, &q).hits.iter().all(|h| h.slot().surnumeraire));
+        assert!(
+            search(&snap, &index, &q)
+                .hits
+                .iter()
+                .all(|h| h.slot().surnumeraire)
+        );
         q.surnumeraire = Surnumeraire::Exclude;
         q.profession = Some("60".into());
         assert!(search(&snap, &index, &q).hits.is_empty());
-        source.last_success_at.store(NOW - 86_400, std::sync::atomic::Ordering::Relaxed);
-        assert!(search(&snap, &index, &query(Order::Distance, 10)).hits.is_empty(), "stale source");
+        source
+            .last_success_at
+            .store(NOW - 86_400, std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            search(&snap, &index, &query(Order::Distance, 10))
+                .hits
+                .is_empty(),
+            "stale source"
+        );
     }
 
     #[test]
