@@ -153,10 +153,17 @@ fn feed_generate_then_check_offline() {
     let start = "2026-11-23T08:00:00Z";
     for format in ["csv", "sas-fhir", "smart-sl"] {
         let out = sasnp(dir.path())
-            .args(["feed", "generate", "--format", format, "--slots", "120", "--places", "12", "--seed", "3", "--start", start])
+            .args([
+                "feed", "generate", "--format", format, "--slots", "120", "--places", "12",
+                "--seed", "3", "--start", start,
+            ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let file = dir.path().join(format!("feed.{format}"));
         std::fs::write(&file, &out.stdout).unwrap();
         let out = sasnp(dir.path())
@@ -164,14 +171,25 @@ fn feed_generate_then_check_offline() {
             .arg(&file)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{format}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{format}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(report["received"], 120, "{format}: {report}");
         assert_eq!(report["accepted"], 120, "{format}: {report}");
     }
     // the same file judged a week later: every slot is past, dropped, not rejected
     let out = sasnp(dir.path())
-        .args(["feed", "check", "--format", "csv", "--now", "2026-11-30T08:00:00Z"])
+        .args([
+            "feed",
+            "check",
+            "--format",
+            "csv",
+            "--now",
+            "2026-11-30T08:00:00Z",
+        ])
         .arg(dir.path().join("feed.csv"))
         .output()
         .unwrap();
@@ -180,7 +198,11 @@ fn feed_generate_then_check_offline() {
     // an unreadable file: non-zero exit, the error named in the JSON report
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, "{\"resourceType\": \"Patient\"}").unwrap();
-    let out = sasnp(dir.path()).args(["feed", "check", "--format", "sas-fhir"]).arg(&bad).output().unwrap();
+    let out = sasnp(dir.path())
+        .args(["feed", "check", "--format", "sas-fhir"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["error"]["code"], "unexpected_document", "{report}");

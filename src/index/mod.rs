@@ -118,21 +118,38 @@ type PlacePoint = GeomWithData<[f64; 3], u32>;
 pub struct Snapshot {
     pub places: Vec<Arc<PlaceEntry>>,
     tree: RTree<PlacePoint>,
+    /// Unit-sphere coordinates of `places`, same order.
+    pub(crate) xyz: Vec<[f64; 3]>,
+    /// Every slot by start: `(start, place index, slot index)`, for "soonest" queries.
+    pub(crate) by_start: Vec<(i64, u32, u32)>,
     pub sources: HashMap<i64, Arc<SourceMeta>>,
     pub slot_count: usize,
 }
 
 impl Snapshot {
-    /// Bulk-loads the R-tree over `places`.
+    /// Bulk-loads the R-tree over `places` and sorts the time index.
     pub fn new(places: Vec<Arc<PlaceEntry>>, sources: HashMap<i64, Arc<SourceMeta>>) -> Self {
-        let points: Vec<PlacePoint> = places
+        let xyz: Vec<[f64; 3]> = places.iter().map(|p| to_xyz(p.position)).collect();
+        let points: Vec<PlacePoint> = xyz
             .iter()
             .enumerate()
-            .map(|(i, p)| GeomWithData::new(to_xyz(p.position), i as u32))
+            .map(|(i, p)| GeomWithData::new(*p, i as u32))
             .collect();
         let slot_count = places.iter().map(|p| p.slots.len()).sum();
+        let mut by_start = Vec::with_capacity(slot_count);
+        for (pi, p) in places.iter().enumerate() {
+            by_start.extend(
+                p.slots
+                    .iter()
+                    .enumerate()
+                    .map(|(si, s)| (s.start, pi as u32, si as u32)),
+            );
+        }
+        by_start.sort_unstable();
         Snapshot {
             tree: RTree::bulk_load(points),
+            xyz,
+            by_start,
             places,
             sources,
             slot_count,

@@ -123,15 +123,22 @@ fn matches(q: &Query, s: &SlotEntry) -> bool {
             .is_none_or(|p| s.provider.specialty.as_deref() == Some(p))
 }
 
+/// How many entries of the time index a `soonest` query may scan before it falls back to
+/// visiting every place within the radius (dense time ranges far from the patient).
+pub const SOONEST_SCAN_CAP: usize = 20_000;
+
 /// Runs `q` on `snap`, skipping slots `index` knows to be held or booked.
+///
+/// The radius is always decided by distance: the smallest step that holds `limit` matching
+/// slots (or the cap). `distance` and `neutral` orders then take the nearest; `soonest` takes
+/// the earliest-starting within that radius, found by scanning slots in start order.
 pub fn search(snap: &Snapshot, index: &SlotIndex, q: &Query) -> Found {
     let from = q.from.max(q.now + 1);
     let cap = q.radius.cap_m();
     let limit = q.limit.max(1);
     let mut hits: Vec<Hit> = Vec::new();
-    // Once `limit` hits are in, the radius that holds them is fixed; keep visiting places up
-    // to that radius (for `soonest`, later starts at farther places may still rank first; for
-    // distance order, places at the very same distance are included too).
+    // Once `limit` hits are in, stop after the places at that same distance (distance order),
+    // or at the end of that distance bucket (neutral order, shuffled within buckets).
     let mut bound = cap;
     for (place, d) in snap.nearest(q.origin) {
         if d > bound {
@@ -156,8 +163,8 @@ pub fn search(snap: &Snapshot, index: &SlotIndex, q: &Query) -> Found {
         }
         if hits.len() >= limit && bound == cap {
             bound = match q.order {
-                Order::Distance => d,
-                Order::Soonest | Order::Neutral => q.radius.at(q.radius.steps_for(d)),
+                Order::Neutral => ((d / NEUTRAL_BUCKET_M).floor() + 1.0) * NEUTRAL_BUCKET_M,
+                Order::Distance | Order::Soonest => d,
             };
         }
     }
@@ -174,26 +181,27 @@ pub fn search(snap: &Snapshot, index: &SlotIndex, q: &Query) -> Found {
     };
     let radius_m = q.radius.at(steps);
     hits.retain(|h| h.distance_m <= radius_m);
+    let by_distance = |a: &Hit, b: &Hit| {
+        a.distance_m
+            .total_cmp(&b.distance_m)
+            .then(a.slot().start.cmp(&b.slot().start))
+    };
     match q.order {
-        Order::Distance => hits.sort_by(|a, b| {
-            a.distance_m
-                .total_cmp(&b.distance_m)
-                .then(a.slot().start.cmp(&b.slot().start))
-        }),
-        Order::Soonest => hits.sort_by(|a, b| {
-            a.slot()
-                .start
-                .cmp(&b.slot().start)
-                .then(a.distance_m.total_cmp(&b.distance_m))
-        }),
+        Order::Distance => hits.sort_by(by_distance),
         Order::Neutral => {
-            hits.sort_by(|a, b| {
-                a.distance_m
-                    .total_cmp(&b.distance_m)
-                    .then(a.slot().start.cmp(&b.slot().start))
-            });
-            hits.truncate(limit);
+            hits.sort_by(by_distance);
+            // keep whole buckets: the last bucket is shuffled before the cut
             shuffle_buckets(&mut hits, q.seed);
+        }
+        Order::Soonest => {
+            hits = soonest_within(snap, index, q, from, radius_m, limit)
+                .unwrap_or_else(|| all_within(snap, index, q, from, radius_m));
+            hits.sort_by(|a, b| {
+                a.slot()
+                    .start
+                    .cmp(&b.slot().start)
+                    .then(a.distance_m.total_cmp(&b.distance_m))
+            });
         }
     }
     hits.truncate(limit);
@@ -203,6 +211,76 @@ pub fn search(snap: &Snapshot, index: &SlotIndex, q: &Query) -> Found {
         steps,
         within_base,
     }
+}
+
+/// The `limit` earliest matching slots within `radius_m`, scanning slots in start order;
+/// `None` when more than [`SOONEST_SCAN_CAP`] entries would be needed.
+fn soonest_within(
+    snap: &Snapshot,
+    index: &SlotIndex,
+    q: &Query,
+    from: i64,
+    radius_m: f64,
+    limit: usize,
+) -> Option<Vec<Hit>> {
+    let origin = super::to_xyz(q.origin);
+    let max_c2 = super::m_to_chord2(radius_m);
+    let first = snap.by_start.partition_point(|e| e.0 < from);
+    let mut hits = Vec::new();
+    for (n, &(start, pi, si)) in snap.by_start[first..].iter().enumerate() {
+        if start >= q.to {
+            return Some(hits);
+        }
+        if n >= SOONEST_SCAN_CAP {
+            return None;
+        }
+        let p = snap.xyz[pi as usize];
+        let c2 =
+            (p[0] - origin[0]).powi(2) + (p[1] - origin[1]).powi(2) + (p[2] - origin[2]).powi(2);
+        if c2 > max_c2 {
+            continue;
+        }
+        let place = &snap.places[pi as usize];
+        let s = &place.slots[si as usize];
+        if place.source.is_fresh(q.now) && matches(q, s) && !index.is_taken(s.id, q.now) {
+            hits.push(Hit {
+                place: place.clone(),
+                slot: si as usize,
+                distance_m: super::chord2_to_m(c2),
+            });
+            if hits.len() >= limit {
+                return Some(hits);
+            }
+        }
+    }
+    Some(hits)
+}
+
+/// Every matching slot within `radius_m` (the fallback of `soonest`).
+fn all_within(snap: &Snapshot, index: &SlotIndex, q: &Query, from: i64, radius_m: f64) -> Vec<Hit> {
+    let mut hits = Vec::new();
+    for (place, d) in snap.nearest(q.origin) {
+        if d > radius_m {
+            break;
+        }
+        if !place.source.is_fresh(q.now) {
+            continue;
+        }
+        let first = place.slots.partition_point(|s| s.start < from);
+        for (i, s) in place.slots[first..].iter().enumerate() {
+            if s.start >= q.to {
+                break;
+            }
+            if matches(q, s) && !index.is_taken(s.id, q.now) {
+                hits.push(Hit {
+                    place: place.clone(),
+                    slot: first + i,
+                    distance_m: d,
+                });
+            }
+        }
+    }
+    hits
 }
 
 /// Shuffles hits within each [`NEUTRAL_BUCKET_M`] distance bucket (hits sorted by distance).
@@ -220,5 +298,231 @@ fn shuffle_buckets(hits: &mut [Hit], seed: u64) {
                 .count();
         hits[start..end].shuffle(&mut rng);
         start = end;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::slot::{AudienceSet, LocationPrecision};
+    use crate::index::{PlaceEntry, Provider, SlotEntry, SourceMeta};
+    use std::collections::HashMap;
+    use std::sync::atomic::AtomicI64;
+
+    const NOW: i64 = 1_000_000;
+
+    fn snapshot() -> (Snapshot, Arc<SourceMeta>) {
+        let source = Arc::new(SourceMeta {
+            id: 1,
+            cpts_id: "c".into(),
+            name: "s".into(),
+            last_success_at: AtomicI64::new(NOW),
+            stale_after_s: 86_400,
+        });
+        let provider = Arc::new(Provider {
+            profession: Some("10".into()),
+            ..Default::default()
+        });
+        let mut id = 0;
+        // 60 places on a line eastwards from (47.0, -1.0), 1 km apart, 8 slots each at
+        // staggered starts so that the soonest are not the nearest.
+        let places = (0..60)
+            .map(|k| {
+                let slots = (0..8)
+                    .map(|j| {
+                        id += 1;
+                        let start = NOW + 600 + ((k * 37 + j * 911) % 5000) as i64 * 60;
+                        SlotEntry {
+                            id,
+                            start,
+                            end: start + 1200,
+                            modality: if j % 3 == 0 {
+                                Modality::HomeVisit
+                            } else {
+                                Modality::Ambulatory
+                            },
+                            audience: AudienceSet(0),
+                            surnumeraire: j == 7,
+                            offered: j != 5,
+                            capacity: 1,
+                            provider: provider.clone(),
+                            external_id: format!("{k}-{j}").into(),
+                            booking_url: None,
+                            appointment_type: None,
+                        }
+                    })
+                    .collect::<Vec<_>>();
+                let mut slots = slots;
+                slots.sort_by_key(|s| (s.start, s.id));
+                Arc::new(PlaceEntry {
+                    id: k,
+                    source: source.clone(),
+                    position: LatLon::new(47.0, -1.0 + k as f64 * 0.01317).unwrap(),
+                    precision: LocationPrecision::Exact,
+                    name: None,
+                    address: None,
+                    postcode: None,
+                    city: None,
+                    insee: None,
+                    slots,
+                })
+            })
+            .collect();
+        (
+            Snapshot::new(places, HashMap::from([(1, source.clone())])),
+            source,
+        )
+    }
+
+    fn query(order: Order, limit: usize) -> Query {
+        Query {
+            origin: LatLon::new(47.0, -1.0).unwrap(),
+            radius: Radius {
+                base_m: 10_000.0,
+                step_m: 5_000.0,
+                max_steps: 4,
+            },
+            from: NOW,
+            to: NOW + 72 * 3600,
+            now: NOW,
+            profession: None,
+            specialty: None,
+            modalities: vec![],
+            surnumeraire: Surnumeraire::Include,
+            limit,
+            order,
+            seed: 1,
+        }
+    }
+
+    /// Every matching slot within the radius, by brute force.
+    fn brute(snap: &Snapshot, index: &SlotIndex, q: &Query, radius: f64) -> Vec<(i64, f64)> {
+        let mut all = Vec::new();
+        for p in &snap.places {
+            let d = q.origin.distance_m(p.position);
+            for s in &p.slots {
+                if d <= radius
+                    && s.start > q.now
+                    && s.start < q.to
+                    && matches(q, s)
+                    && !index.is_taken(s.id, q.now)
+                {
+                    all.push((s.start, d));
+                }
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn distance_order_is_nearest_then_start_and_the_radius_grows_only_as_needed() {
+        let (snap, _) = snapshot();
+        let index = SlotIndex::default();
+        let q = query(Order::Distance, 10);
+        let found = search(&snap, &index, &q);
+        assert_eq!(found.hits.len(), 10);
+        assert_eq!(found.steps, 0, "10 slots within 10 km");
+        let mut expected = brute(&snap, &index, &q, found.radius_m);
+        expected.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+        let got: Vec<i64> = found.hits.iter().map(|h| h.slot().start).collect();
+        assert_eq!(
+            got,
+            expected.iter().take(10).map(|e| e.0).collect::<Vec<_>>()
+        );
+        // 100 wanted: 7 offered per km, one step (15 km) holds them
+        assert_eq!(search(&snap, &index, &query(Order::Distance, 100)).steps, 1);
+        // 300 wanted: not even within the 30 km cap; the radius grows to the cap
+        let q = query(Order::Distance, 300);
+        let found = search(&snap, &index, &q);
+        assert_eq!(found.steps, 4);
+        assert_eq!(
+            found.hits.len(),
+            brute(&snap, &index, &q, 30_000.0).len(),
+            "every slot within the cap"
+        );
+        assert!(found.hits.len() < 300);
+        assert_eq!(found.radius_m, 30_000.0);
+    }
+
+    #[test]
+    fn soonest_matches_brute_force_both_by_time_scan_and_fallback() {
+        let (snap, _) = snapshot();
+        let index = SlotIndex::default();
+        index.mark_taken(3, i64::MAX);
+        for limit in [1, 5, 10, 40] {
+            let mut q = query(Order::Soonest, limit);
+            q.modalities = vec![Modality::Ambulatory];
+            let found = search(&snap, &index, &q);
+            let mut expected = brute(&snap, &index, &q, found.radius_m);
+            expected.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+            let starts = |hits: &[Hit]| hits.iter().map(|h| h.slot().start).collect::<Vec<_>>();
+            let want: Vec<i64> = expected.iter().take(limit).map(|e| e.0).collect();
+            assert_eq!(starts(&found.hits), want, "limit {limit}");
+            let mut fallback = all_within(&snap, &index, &q, q.now + 1, found.radius_m);
+            fallback.sort_by(|a, b| {
+                a.slot()
+                    .start
+                    .cmp(&b.slot().start)
+                    .then(a.distance_m.total_cmp(&b.distance_m))
+            });
+            fallback.truncate(limit);
+            assert_eq!(starts(&fallback), want, "fallback, limit {limit}");
+        }
+    }
+
+    #[test]
+    fn taken_stale_and_filtered_slots_are_never_returned() {
+        let (snap, source) = snapshot();
+        let index = SlotIndex::default();
+        let first = search(&snap, &index, &query(Order::Distance, 1)).hits[0]
+            .slot()
+            .id;
+        index.mark_taken(first, NOW + 300);
+        assert_ne!(
+            search(&snap, &index, &query(Order::Distance, 1)).hits[0]
+                .slot()
+                .id,
+            first
+        );
+        let mut q = query(Order::Distance, 1);
+        q.now = NOW + 301;
+        q.from = NOW + 301;
+        let after_expiry = search(&snap, &index, &q).hits[0].slot().id;
+        assert_eq!(
+            after_expiry, first,
+            "an expired hold no longer hides the slot"
+        );
+        let mut q = query(Order::Distance, 50);
+        q.surnumeraire = Surnumeraire::Only;
+        assert!(
+            search(&snap, &index, &q)
+                .hits
+                .iter()
+                .all(|h| h.slot().surnumeraire)
+        );
+        q.surnumeraire = Surnumeraire::Exclude;
+        q.profession = Some("60".into());
+        assert!(search(&snap, &index, &q).hits.is_empty());
+        source
+            .last_success_at
+            .store(NOW - 86_400, std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            search(&snap, &index, &query(Order::Distance, 10))
+                .hits
+                .is_empty(),
+            "stale source"
+        );
+    }
+
+    #[test]
+    fn neutral_keeps_the_nearest_buckets_and_only_reorders_within_them() {
+        let (snap, _) = snapshot();
+        let index = SlotIndex::default();
+        let d = search(&snap, &index, &query(Order::Distance, 12));
+        let n = search(&snap, &index, &query(Order::Neutral, 12));
+        let bucket = |h: &Hit| (h.distance_m / NEUTRAL_BUCKET_M).floor() as i64;
+        let nb: Vec<i64> = n.hits.iter().map(bucket).collect();
+        assert!(nb.windows(2).all(|w| w[0] <= w[1]), "buckets stay in order");
+        assert_eq!(d.hits.iter().map(bucket).collect::<Vec<_>>(), nb);
     }
 }
