@@ -331,7 +331,7 @@ mod tests {
                 let slots = (0..8)
                     .map(|j| {
                         id += 1;
-                        let start = NOW + 600 + ((k * 37 + j * 911) % 5000) as i64 * 60;
+                        let start = NOW + 600 + ((k * 37 + j * 911) % 5000) * 60;
                         SlotEntry {
                             id,
                             start,
