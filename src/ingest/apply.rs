@@ -89,7 +89,7 @@ pub async fn apply(
     let st = state.clone();
     let stored = state
         .db
-        .run(move |c| {
+        .run_long(move |c| {
             let final_report = std::cell::RefCell::new(Value::Null);
             crate::store::slots::replace_snapshot(
                 c,

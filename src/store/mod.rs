@@ -301,6 +301,23 @@ impl Db {
         }
     }
 
+    /// Like [`Db::run`] without the outer time bound: for a whole-feed snapshot, whose one
+    /// transaction may legitimately take tens of seconds (statements keep their own timeouts
+    /// on PostgreSQL; SQLite's `busy_timeout` still bounds the wait for the write lock).
+    pub async fn run_long<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConn) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = db.conn()?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|join| StoreError::Other(anyhow::anyhow!("database task failed: {join}")))?
+    }
+
     /// `SELECT 1`: is the database reachable?
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.run(|conn| {
