@@ -137,6 +137,22 @@ pub enum FeedCommand {
         horizon_days: u32,
         file: PathBuf,
     },
+    /// Push a feed file to a source of a running sasnp (a full snapshot), with a progress bar
+    /// for big files, and print the ingest report.
+    Push {
+        /// Source id (see GET /v1/sources).
+        #[arg(long)]
+        source: i64,
+        #[arg(long, value_parser = ["sas-fhir", "smart-sl", "csv"])]
+        format: String,
+        /// Base URL of the server, e.g. https://sasnp.example.
+        #[arg(long, env = "SASNP_SERVER")]
+        server: String,
+        /// Bearer token of a `cpts` (own source) or admin account.
+        #[arg(long, env = "SASNP_TOKEN", hide_env_values = true)]
+        token: String,
+        file: PathBuf,
+    },
     /// Write a deterministic synthetic feed of the region to stdout (places clustered around
     /// the region's towns by population).
     Generate {

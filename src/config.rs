@@ -91,7 +91,7 @@ impl Settings {
             None => fig = fig.merge(Toml::file("sasnp.toml")),
         }
         fig = fig
-            .merge(Env::prefixed("SASNP_").ignore(&["CONFIG"]))
+            .merge(Env::prefixed("SASNP_").ignore(&["CONFIG", "TOKEN", "SERVER"]))
             .merge(Serialized::defaults(overrides));
         fig.extract().map_err(Box::new)
     }

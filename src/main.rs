@@ -200,6 +200,13 @@ fn feed(command: FeedCommand, settings: &Settings) -> anyhow::Result<()> {
                 }
             }
         }
+        FeedCommand::Push {
+            source,
+            format,
+            server,
+            token,
+            file,
+        } => feed_push(source, &format, &server, &token, &file),
         FeedCommand::Generate {
             format,
             slots,
@@ -221,4 +228,60 @@ fn feed(command: FeedCommand, settings: &Settings) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Streams `file` to `PUT /v1/sources/{source}/slots` with a progress bar on stderr.
+fn feed_push(
+    source: i64,
+    format: &str,
+    server: &str,
+    token: &str,
+    file: &std::path::Path,
+) -> anyhow::Result<()> {
+    use futures_util::StreamExt;
+    let content_type = match format {
+        "sas-fhir" => "application/fhir+json",
+        "smart-sl" => "application/x-ndjson",
+        _ => "text/csv",
+    };
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let total = bytes.len() as u64;
+    let bar = indicatif::ProgressBar::new(total).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message("envoi");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let progress = bar.clone();
+        let chunks: Vec<Vec<u8>> = bytes.chunks(1 << 20).map(<[u8]>::to_vec).collect();
+        let stream = futures_util::stream::iter(chunks).map(move |c| {
+            progress.inc(c.len() as u64);
+            Ok::<_, std::io::Error>(c)
+        });
+        let url = format!("{}/v1/sources/{source}/slots", server.trim_end_matches('/'));
+        let res = reqwest::Client::new()
+            .put(&url)
+            .bearer_auth(token)
+            .header("Content-Type", content_type)
+            .header("Content-Length", total)
+            .body(reqwest::Body::wrap_stream(stream))
+            .send()
+            .await
+            .with_context(|| format!("PUT {url}"))?;
+        bar.set_message("traitement");
+        let status = res.status();
+        let body: serde_json::Value = res.json().await.unwrap_or(serde_json::Value::Null);
+        bar.finish_and_clear();
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        anyhow::ensure!(
+            status.is_success(),
+            "the server refused the feed: HTTP {status}"
+        );
+        Ok(())
+    })
 }

@@ -255,3 +255,49 @@ async fn fhir_and_ndjson_feeds_from_the_generator_ingest_exactly() {
     let (_, body) = app.search(&op, "commune=44109&limit=100").await;
     assert!(body["count"].as_u64().unwrap() > 0);
 }
+
+#[tokio::test]
+async fn the_cli_pushes_a_file_and_prints_the_report() {
+    let (app, publisher, source, op) = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agenda.csv");
+    std::fs::write(
+        &file,
+        csv_feed(&[Row::new("cli-1", "2026-11-23 11:00", Place::NantesCentre)]),
+    )
+    .unwrap();
+    let run = |token: String, file: std::path::PathBuf| {
+        let server = app.address.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_sasnp"))
+                .args([
+                    "feed",
+                    "push",
+                    "--source",
+                    &source.to_string(),
+                    "--format",
+                    "csv",
+                    "--server",
+                    &server,
+                ])
+                .arg(&file)
+                .env("SASNP_TOKEN", token)
+                .output()
+                .unwrap()
+        })
+    };
+    let out = run(publisher.clone(), file.clone()).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["accepted"], 1);
+    assert_eq!(result_ids(&app.search(&op, AT_NANTES).await.1), ["cli-1"]);
+    // refused (an operator token): non-zero exit, the problem printed
+    let out = run(op.clone(), file).await.unwrap();
+    assert!(!out.status.success());
+    let problem: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(problem["status"], 403);
+}
