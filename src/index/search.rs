@@ -144,23 +144,7 @@ pub fn search(snap: &Snapshot, index: &SlotIndex, q: &Query) -> Found {
         if d > bound {
             break;
         }
-        if !place.source.is_fresh(q.now) {
-            continue;
-        }
-        let slots = &place.slots;
-        let first = slots.partition_point(|s| s.start < from);
-        for (i, s) in slots[first..].iter().enumerate() {
-            if s.start >= q.to {
-                break;
-            }
-            if matches(q, s) && !index.is_taken(s.id, q.now) {
-                hits.push(Hit {
-                    place: place.clone(),
-                    slot: first + i,
-                    distance_m: d,
-                });
-            }
-        }
+        scan_place(place, d, from, q, index, &mut hits);
         if hits.len() >= limit && bound == cap {
             bound = match q.order {
                 Order::Neutral => ((d / NEUTRAL_BUCKET_M).floor() + 1.0) * NEUTRAL_BUCKET_M,
@@ -263,24 +247,36 @@ fn all_within(snap: &Snapshot, index: &SlotIndex, q: &Query, from: i64, radius_m
         if d > radius_m {
             break;
         }
-        if !place.source.is_fresh(q.now) {
-            continue;
-        }
-        let first = place.slots.partition_point(|s| s.start < from);
-        for (i, s) in place.slots[first..].iter().enumerate() {
-            if s.start >= q.to {
-                break;
-            }
-            if matches(q, s) && !index.is_taken(s.id, q.now) {
-                hits.push(Hit {
-                    place: place.clone(),
-                    slot: first + i,
-                    distance_m: d,
-                });
-            }
-        }
+        scan_place(place, d, from, q, index, &mut hits);
     }
     hits
+}
+
+/// Adds the matching, untaken slots of a fresh `place` starting in `[from, q.to)`.
+fn scan_place(
+    place: &Arc<PlaceEntry>,
+    d: f64,
+    from: i64,
+    q: &Query,
+    index: &SlotIndex,
+    hits: &mut Vec<Hit>,
+) {
+    if !place.source.is_fresh(q.now) {
+        return;
+    }
+    let first = place.slots.partition_point(|s| s.start < from);
+    for (i, s) in place.slots[first..].iter().enumerate() {
+        if s.start >= q.to {
+            break;
+        }
+        if matches(q, s) && !index.is_taken(s.id, q.now) {
+            hits.push(Hit {
+                place: place.clone(),
+                slot: first + i,
+                distance_m: d,
+            });
+        }
+    }
 }
 
 /// Shuffles hits within each [`NEUTRAL_BUCKET_M`] distance bucket (hits sorted by distance).
