@@ -35,6 +35,10 @@ pub struct Settings {
     pub tile_url: Option<String>,
     /// Optional online geocoder (the national address API); never needed offline.
     pub geocoder_url: Option<String>,
+    /// How often the feed poller looks for due sources, in seconds.
+    pub poll_tick_s: u64,
+    /// How often lapsed holds are recorded as expired, in seconds.
+    pub hold_sweep_s: u64,
     /// `tracing` filter, e.g. `info` or `sasnp=debug,actix_web=info`.
     pub log: String,
     /// HTTP worker threads (default: number of cores).
@@ -56,6 +60,8 @@ impl Default for Settings {
             metrics_token: None,
             tile_url: None,
             geocoder_url: None,
+            poll_tick_s: 5,
+            hold_sweep_s: 5,
             log: "info".into(),
             workers: None,
         }

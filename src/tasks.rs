@@ -6,9 +6,6 @@ use crate::http::AppState;
 use actix_web::web;
 use std::time::Duration;
 
-/// How often lapsed holds are recorded as expired and dropped from the index overlay.
-pub const HOLD_SWEEP_EVERY: Duration = Duration::from_secs(5);
-
 /// One round of hold expiry: marks lapsed holds `expired` in the database (audited) and drops
 /// them from the index overlay. Returns the expired holds `(hold id, slot id, account id)`.
 pub async fn expire_holds_once(
@@ -35,7 +32,8 @@ pub async fn expire_holds_once(
 /// Starts the hold-expiry loop.
 pub fn spawn_hold_sweeper(state: web::Data<AppState>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(HOLD_SWEEP_EVERY);
+        let every = Duration::from_secs(state.settings.hold_sweep_s.max(1));
+        let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;

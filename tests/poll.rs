@@ -135,6 +135,7 @@ async fn pulled_sources_are_fetched_politely_and_failures_stay_contained() {
         }
         panic!("polls did not finish");
     };
+    let t0 = app.clock_now();
     let mut started = poller.poll_due(&app.state).await.unwrap();
     started.sort();
     assert_eq!(started, ids);
@@ -186,8 +187,11 @@ async fn pulled_sources_are_fetched_politely_and_failures_stay_contained() {
         csv_src["last_success_at"], "2026-11-23T10:01:01+01:00",
         "a 304 confirms freshness"
     );
+    // one failure: twice the interval (120 s) ± 20 % jitter after the failed attempt
+    let next = poller.next_at(ids[2]).unwrap();
     assert!(
-        poller.next_at(ids[2]).unwrap() > app.clock_now() + 60,
-        "backoff beyond one interval"
+        (t0 + 96..=t0 + 144).contains(&next),
+        "backoff {} s",
+        next - t0
     );
 }

@@ -26,8 +26,6 @@ use std::time::Duration;
 
 /// Fetches running at once across all sources.
 pub const MAX_CONCURRENT_FETCHES: usize = 4;
-/// How often the scheduler looks for due sources.
-pub const TICK: Duration = Duration::from_secs(5);
 /// Longest wait after repeated failures.
 pub const MAX_BACKOFF_S: i64 = 3600;
 
@@ -341,7 +339,8 @@ fn looks_like_ndjson(body: &[u8]) -> bool {
 /// Starts the scheduler loop.
 pub fn spawn(state: web::Data<AppState>, poller: Arc<Poller>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(TICK);
+        let every = Duration::from_secs(state.settings.poll_tick_s.max(1));
+        let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;

@@ -68,6 +68,10 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
         db_pool_size: 4,
         workers: Some(2),
         log: "warn".into(),
+        // background loops tick once at start, then stay out of the way: tests drive polls
+        // and hold expiry themselves, deterministically
+        poll_tick_s: 3600,
+        hold_sweep_s: 3600,
         ..Default::default()
     };
     tweak(&mut settings);
