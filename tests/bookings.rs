@@ -26,18 +26,6 @@ fn two_slots() -> Vec<Row<'static>> {
     ]
 }
 
-async fn slot_id(app: &TestApp, op: &str, external: &str) -> i64 {
-    let (_, body) = app.search(op, AT_NANTES).await;
-    body["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["external_id"] == external)
-        .expect(external)["slot_id"]
-        .as_i64()
-        .unwrap()
-}
-
 async fn hold(app: &TestApp, op: &str, slot: i64) -> (u16, serde_json::Value) {
     app.post_json(op, &format!("/v1/slots/{slot}/hold"), json!({}))
         .await
@@ -47,7 +35,7 @@ async fn hold(app: &TestApp, op: &str, slot: i64) -> (u16, serde_json::Value) {
 async fn a_held_slot_vanishes_for_everyone_and_a_second_hold_conflicts() {
     let (app, _, _, op1) = setup(&two_slots()).await;
     let op2 = app.token("osnp-2", Role::Operator, None).await;
-    let a = slot_id(&app, &op1, "a").await;
+    let a = app.slot_id_near_nantes(&op1, "a").await;
     let (s, h) = hold(&app, &op1, a).await;
     assert_eq!(s, 201, "{h}");
     assert_eq!(h["slot_id"], a);
@@ -110,7 +98,7 @@ async fn a_held_slot_vanishes_for_everyone_and_a_second_hold_conflicts() {
 async fn an_expired_hold_frees_the_slot_and_cannot_be_confirmed() {
     let (app, _, _, op1) = setup(&two_slots()).await;
     let op2 = app.token("osnp-2", Role::Operator, None).await;
-    let a = slot_id(&app, &op1, "a").await;
+    let a = app.slot_id_near_nantes(&op1, "a").await;
     let (_, h) = hold(&app, &op1, a).await;
     let hold_id = h["hold_id"].as_str().unwrap().to_string();
     app.clock.advance(chrono::Duration::seconds(301));
@@ -171,7 +159,7 @@ async fn an_expired_hold_frees_the_slot_and_cannot_be_confirmed() {
 #[tokio::test]
 async fn confirm_books_the_slot_and_outcomes_follow_the_rules() {
     let (app, _, _, op) = setup(&two_slots()).await;
-    let a = slot_id(&app, &op, "a").await;
+    let a = app.slot_id_near_nantes(&op, "a").await;
     let (_, h) = hold(&app, &op, a).await;
     let hold_id = h["hold_id"].as_str().unwrap();
     // validation: category and pseudonymous reference
@@ -293,8 +281,8 @@ async fn confirm_books_the_slot_and_outcomes_follow_the_rules() {
 #[tokio::test]
 async fn a_refresh_never_frees_a_booked_or_held_slot_and_reports_withdrawn_bookings() {
     let (app, publisher, source, op) = setup(&two_slots()).await;
-    let a = slot_id(&app, &op, "a").await;
-    let b = slot_id(&app, &op, "b").await;
+    let a = app.slot_id_near_nantes(&op, "a").await;
+    let b = app.slot_id_near_nantes(&op, "b").await;
     let (_, h) = hold(&app, &op, a).await;
     app.post_json(
         &op,

@@ -379,23 +379,11 @@ async fn routes_are_patterns_never_raw_paths() {
     );
 }
 
-async fn slot_id(app: &TestApp, op: &str, external: &str) -> i64 {
-    let (_, body) = app.search(op, AT_NANTES).await;
-    body["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["external_id"] == external)
-        .expect(external)["slot_id"]
-        .as_i64()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn holds_bookings_conflicts_and_outcomes_are_counted() {
     let (app, cpts, _, op) = setup().await;
     let c = cpts.as_str();
-    let a = slot_id(&app, &op, "a").await;
+    let a = app.slot_id_near_nantes(&op, "a").await;
     let (s, h) = app
         .post_json(&op, &format!("/v1/slots/{a}/hold"), json!({}))
         .await;
@@ -481,7 +469,10 @@ async fn holds_bookings_conflicts_and_outcomes_are_counted() {
 #[tokio::test]
 async fn expired_and_released_holds_are_counted() {
     let (app, cpts, _, op) = setup().await;
-    let (a, b) = (slot_id(&app, &op, "a").await, slot_id(&app, &op, "b").await);
+    let (a, b) = (
+        app.slot_id_near_nantes(&op, "a").await,
+        app.slot_id_near_nantes(&op, "b").await,
+    );
     let (s, _) = app
         .post_json(&op, &format!("/v1/slots/{a}/hold"), json!({}))
         .await;
@@ -708,9 +699,9 @@ async fn dashboards_and_alerts_use_only_exported_metrics() {
         "{report}"
     );
     let (a, b, c) = (
-        slot_id(&app, &op, "a").await,
-        slot_id(&app, &op, "b").await,
-        slot_id(&app, &op, "c").await,
+        app.slot_id_near_nantes(&op, "a").await,
+        app.slot_id_near_nantes(&op, "b").await,
+        app.slot_id_near_nantes(&op, "c").await,
     );
     let (_, ha) = hold(&app, &op, a).await;
     assert_eq!(hold(&app, &op, a).await.0, 409);

@@ -378,3 +378,19 @@ impl TestApp {
         self.clock.now().timestamp()
     }
 }
+
+impl TestApp {
+    /// The public id of the slot published as `external`, found by an operator's search
+    /// around Nantes centre (50 results).
+    pub async fn slot_id_near_nantes(&self, op: &str, external: &str) -> i64 {
+        let (_, body) = self.search(op, "lat=47.2184&lon=-1.5536&limit=50").await;
+        body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["external_id"] == external)
+            .expect(external)["slot_id"]
+            .as_i64()
+            .unwrap()
+    }
+}
