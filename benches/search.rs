@@ -121,6 +121,7 @@ pub fn synthetic_index(geo: &Geography, n_slots: usize, seed: u64) -> SlotIndex 
             city: Some(town.name.clone()),
             insee: Some(town.insee.to_string()),
             slots,
+            json: Default::default(),
         }));
     }
     let index = SlotIndex::default();

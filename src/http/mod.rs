@@ -7,6 +7,7 @@ pub mod bookings;
 pub mod health;
 pub mod metrics;
 pub mod search;
+pub mod search_json;
 pub mod sources;
 pub mod stats;
 pub mod territories;
@@ -49,7 +50,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .app_data(web::QueryConfig::default().error_handler(error::query_error_handler))
         .app_data(web::PathConfig::default().error_handler(error::path_error_handler))
+        // the hot routes first: actix tries routes in order (and the metrics middleware matches
+        // the route pattern once more), so the operator's search must not wait behind patterns
         .service(health::health)
+        .service(search::search_slots)
         .service(health::ready)
         .service(metrics::scrape)
         .service(territories::list)
@@ -63,7 +67,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(sources::show)
         .service(sources::put_slots)
         .service(sources::report)
-        .service(search::search_slots)
         .service(bookings::hold)
         .service(bookings::release)
         .service(bookings::confirm)

@@ -6,12 +6,13 @@ use crate::error::ApiError;
 use crate::geo::Commune;
 use crate::http::AppState;
 use crate::http::auth::Caller;
+use crate::http::search_json;
 use crate::http::territories::{commune_json, parse_point};
 use crate::index::search::{Order, Query, Radius, Surnumeraire, search};
 use actix_web::{HttpResponse, get, web};
 use chrono::{DateTime, Utc};
 use chrono_tz::Europe::Paris;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// How many times the radius may grow by its step before the search gives up.
 pub const MAX_ENLARGEMENTS: u32 = 4;
@@ -410,58 +411,17 @@ pub async fn search_slots(
         found.within_base == 0,
         found.hits.is_empty(),
     );
-    let results: Vec<Value> = found
-        .hits
-        .iter()
-        .map(|h| {
-            let s = h.slot();
-            let place = &h.place;
-            let pr = &s.provider;
-            let cpts_id = place.source.cpts_id.as_str();
-            let last_success = place.source.last_success_at.load(std::sync::atomic::Ordering::Relaxed);
-            json!({
-                "slot_id": s.id,
-                "external_id": &*s.external_id,
-                "start": paris(s.start),
-                "end": paris(s.end),
-                "distance_km": (h.distance_m / 10.0).round() / 100.0,
-                "place": {
-                    "id": place.id, "name": place.name, "address": place.address, "postcode": place.postcode,
-                    "city": place.city, "insee": place.insee, "lat": place.position.lat, "lon": place.position.lon,
-                    "precision": place.precision.as_str(),
-                },
-                "practitioner": (pr.practitioner_id.is_some() || pr.practitioner_name.is_some()).then(|| json!({
-                    "id": pr.practitioner_id, "name": pr.practitioner_name, "profession": pr.profession, "specialty": pr.specialty,
-                })),
-                "structure": pr.structure_kind.as_ref().map(|k| json!({"kind": k, "id": pr.structure_id, "name": pr.structure_name})),
-                "cpts": {"id": cpts_id, "name": state.geo.territory(cpts_id).map(|t| t.name.as_str())},
-                "modality": s.modality.code(),
-                "appointment_type": s.appointment_type,
-                "surnumeraire": s.surnumeraire,
-                "capacity": s.capacity,
-                "booking_url": s.booking_url,
-                "booking_phone": pr.booking_phone,
-                "source": {
-                    "id": place.source.id, "name": place.source.name,
-                    "last_success_at": (last_success > 0).then(|| paris(last_success)),
-                    "fresh": place.source.is_fresh(now),
-                },
-            })
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "patient": {
-            "lat": patient.point.lat, "lon": patient.point.lon,
-            "commune": {"insee": patient.commune.insee, "name": patient.commune.name},
-            "cpts": territory.map(|t| json!({"id": t.id, "name": t.name})),
-            "department": department,
-        },
-        "base_radius_km": q.radius.base_m / 1000.0,
-        "radius_km": found.radius_m / 1000.0,
-        "enlargement_steps": found.steps,
-        "max_radius_km": q.radius.cap_m() / 1000.0,
-        "window": {"from": paris(q.from.max(now)), "to": paris(q.to)},
-        "count": results.len(),
-        "results": results,
-    })))
+    let body = search_json::answer(&search_json::Context {
+        patient_point: patient.point,
+        commune: patient.commune,
+        territory,
+        department,
+        query: &q,
+        found: &found,
+        now,
+        cpts_name: &|id| state.geo.territory(id).map(|t| t.name.as_str()),
+    });
+    Ok(HttpResponse::Ok()
+        .content_type(actix_web::http::header::ContentType::json())
+        .body(body))
 }

@@ -19,6 +19,8 @@ pub fn build_places(
     sources: &HashMap<i64, Arc<SourceMeta>>,
 ) -> (Vec<Arc<PlaceEntry>>, Vec<(i64, i64)>) {
     let mut by_place: HashMap<i64, Vec<SlotEntry>> = HashMap::new();
+    // `Provider`'s JSON cache has interior mutability but takes no part in its hash or equality
+    #[allow(clippy::mutable_key_type)]
     let mut providers: HashMap<Provider, Arc<Provider>> = HashMap::new();
     let mut taken = Vec::new();
     for r in slots {
@@ -36,6 +38,7 @@ pub fn build_places(
             structure_id: r.structure_id,
             structure_name: r.structure_name,
             booking_phone: r.booking_phone,
+            json: Default::default(),
         };
         let provider = providers
             .entry(provider.clone())
@@ -83,6 +86,7 @@ pub fn build_places(
             city: p.city,
             insee: p.insee,
             slots,
+            json: Default::default(),
         }));
     }
     (out, taken)

@@ -19,9 +19,44 @@ use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use rstar::RTree;
 use rstar::primitives::GeomWithData;
+use rustc_hash::FxBuildHasher;
+use serde_json::value::RawValue;
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+/// A JSON rendering of an immutable index entry, made on first use and kept: the search answer
+/// copies it instead of serialising the same place or practitioner again for every result.
+/// It never takes part in comparisons, hashing or clones (a clone starts empty).
+#[derive(Default)]
+pub struct JsonCache(OnceLock<Box<[Box<RawValue>]>>);
+
+impl JsonCache {
+    /// The cached JSON values, made by `render` the first time.
+    pub fn get_or(&self, render: impl FnOnce() -> Vec<Box<RawValue>>) -> &[Box<RawValue>] {
+        self.0.get_or_init(|| render().into_boxed_slice())
+    }
+}
+
+impl Clone for JsonCache {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+impl PartialEq for JsonCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for JsonCache {}
+impl std::hash::Hash for JsonCache {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
+}
+impl std::fmt::Debug for JsonCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JsonCache")
+    }
+}
 
 /// Who offers a slot: shared by all the slots of one practitioner/structure at one place.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
@@ -34,6 +69,8 @@ pub struct Provider {
     pub structure_id: Option<String>,
     pub structure_name: Option<String>,
     pub booking_phone: Option<String>,
+    /// `[practitioner, structure]` as the search answer shows them (see `http::search`).
+    pub json: JsonCache,
 }
 
 /// One slot as the index holds it (compact: per-slot strings are only its id and link).
@@ -89,6 +126,8 @@ pub struct PlaceEntry {
     pub city: Option<String>,
     pub insee: Option<String>,
     pub slots: Vec<SlotEntry>,
+    /// The place as the search answer shows it (see `http::search`).
+    pub json: JsonCache,
 }
 
 /// Unit-sphere coordinates of a position.
@@ -113,6 +152,75 @@ pub fn m_to_chord2(m: f64) -> f64 {
 
 type PlacePoint = GeomWithData<[f64; 3], u32>;
 
+/// Bit of the code-interning masks meaning "some code beyond the first 63".
+const OVERFLOW_BIT: u64 = 1 << 63;
+
+/// Small interned code sets (professions, specialties) as 64-bit masks.
+#[derive(Debug, Default)]
+pub(crate) struct CodeBits(HashMap<String, u64>);
+
+impl CodeBits {
+    fn intern(&mut self, code: &str) -> u64 {
+        if let Some(b) = self.0.get(code) {
+            return *b;
+        }
+        let next = self.0.len();
+        let bit = if next < 63 { 1 << next } else { OVERFLOW_BIT };
+        self.0.insert(code.to_string(), bit);
+        bit
+    }
+    /// The bit of `code`; `None` when no slot of the snapshot has it.
+    pub(crate) fn get(&self, code: &str) -> Option<u64> {
+        self.0.get(code).copied()
+    }
+}
+
+/// What a place may offer, so a search can pass it by without touching its slots: only
+/// slots offered by their feed and visible to operators count.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PlaceSummary {
+    /// Bit per [`Modality`] (`1 << modality as u8`).
+    pub modalities: u8,
+    /// Bit 0: has a slot that is not surnuméraire; bit 1: has a surnuméraire slot.
+    pub surnumeraire: u8,
+    /// Interned profession / specialty codes present ([`CodeBits`]).
+    pub professions: u64,
+    pub specialties: u64,
+    /// Earliest and latest start of those slots (an empty place has `first > last`).
+    pub first_start: i64,
+    pub last_start: i64,
+}
+
+impl PlaceSummary {
+    fn of(place: &PlaceEntry, professions: &mut CodeBits, specialties: &mut CodeBits) -> Self {
+        let mut sum = PlaceSummary {
+            modalities: 0,
+            surnumeraire: 0,
+            professions: 0,
+            specialties: 0,
+            first_start: i64::MAX,
+            last_start: i64::MIN,
+        };
+        for s in place
+            .slots
+            .iter()
+            .filter(|s| s.offered && s.audience.visible_to_operators())
+        {
+            sum.modalities |= 1 << s.modality as u8;
+            sum.surnumeraire |= 1 << u8::from(s.surnumeraire);
+            if let Some(p) = &s.provider.profession {
+                sum.professions |= professions.intern(p);
+            }
+            if let Some(p) = &s.provider.specialty {
+                sum.specialties |= specialties.intern(p);
+            }
+            sum.first_start = sum.first_start.min(s.start);
+            sum.last_start = sum.last_start.max(s.start);
+        }
+        sum
+    }
+}
+
 /// An immutable view of all places and slots.
 #[derive(Default)]
 pub struct Snapshot {
@@ -124,6 +232,10 @@ pub struct Snapshot {
     pub(crate) by_start: Vec<(i64, u32, u32)>,
     pub sources: HashMap<i64, Arc<SourceMeta>>,
     pub slot_count: usize,
+    /// Per place (same order as `places`): what it may offer.
+    pub(crate) summaries: Vec<PlaceSummary>,
+    pub(crate) professions: CodeBits,
+    pub(crate) specialties: CodeBits,
 }
 
 impl Snapshot {
@@ -146,6 +258,11 @@ impl Snapshot {
             );
         }
         by_start.sort_unstable();
+        let (mut professions, mut specialties) = (CodeBits::default(), CodeBits::default());
+        let summaries = places
+            .iter()
+            .map(|p| PlaceSummary::of(p, &mut professions, &mut specialties))
+            .collect();
         Snapshot {
             tree: RTree::bulk_load(points),
             xyz,
@@ -153,22 +270,35 @@ impl Snapshot {
             places,
             sources,
             slot_count,
+            summaries,
+            professions,
+            specialties,
         }
     }
 
     /// Places by increasing distance from `origin`, with their distance in metres.
     pub fn nearest(&self, origin: LatLon) -> impl Iterator<Item = (&Arc<PlaceEntry>, f64)> + '_ {
+        self.nearest_indexed(origin)
+            .map(|(i, d)| (&self.places[i], d))
+    }
+
+    /// Place indices by increasing distance from `origin`, with their distance in metres.
+    pub(crate) fn nearest_indexed(
+        &self,
+        origin: LatLon,
+    ) -> impl Iterator<Item = (usize, f64)> + '_ {
         self.tree
             .nearest_neighbor_iter_with_distance_2(&to_xyz(origin))
-            .map(|(pt, d2)| (&self.places[pt.data as usize], chord2_to_m(d2)))
+            .map(|(pt, d2)| (pt.data as usize, chord2_to_m(d2)))
     }
 }
 
 /// The live index: the current snapshot plus operator state.
 pub struct SlotIndex {
     snapshot: ArcSwap<Snapshot>,
-    /// slot id → unavailable until (epoch seconds; `i64::MAX` when booked).
-    taken: DashMap<i64, i64>,
+    /// slot id → unavailable until (epoch seconds; `i64::MAX` when booked). Looked up for every
+    /// matching slot a search visits, hence the fast integer hash (ids are not attacker-chosen).
+    taken: DashMap<i64, i64, FxBuildHasher>,
     writer: std::sync::Mutex<()>,
 }
 
@@ -176,7 +306,7 @@ impl Default for SlotIndex {
     fn default() -> Self {
         Self {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
-            taken: DashMap::new(),
+            taken: DashMap::default(),
             writer: Default::default(),
         }
     }
@@ -235,7 +365,7 @@ impl SlotIndex {
 
     /// Replaces the operator-state overlay (start-up, or resynchronisation with the database).
     pub fn reset_taken(&self, entries: impl IntoIterator<Item = (i64, i64)>) {
-        let fresh: DashMap<i64, i64> = entries.into_iter().collect();
+        let fresh: Vec<(i64, i64)> = entries.into_iter().collect();
         self.taken.clear();
         for (k, v) in fresh {
             self.taken.insert(k, v);

@@ -5,7 +5,7 @@
 //! department's default and grows by its step up to a cap until `limit` results are found; the
 //! answer says how far it went.
 
-use super::{PlaceEntry, SlotEntry, SlotIndex, Snapshot};
+use super::{PlaceEntry, PlaceSummary, SlotEntry, SlotIndex, Snapshot};
 use crate::domain::LatLon;
 use crate::domain::slot::Modality;
 use std::sync::Arc;
@@ -123,6 +123,55 @@ fn matches(q: &Query, s: &SlotEntry) -> bool {
             .is_none_or(|p| s.provider.specialty.as_deref() == Some(p))
 }
 
+/// The query's filters as masks over [`PlaceSummary`]: a place failing them holds no match.
+struct PlaceFilter {
+    modalities: u8,
+    surnumeraire: u8,
+    profession: u64,
+    specialty: u64,
+    from: i64,
+    to: i64,
+    /// A filter names a code no slot has: nothing can match.
+    impossible: bool,
+}
+
+impl PlaceFilter {
+    fn new(snap: &Snapshot, q: &Query, from: i64) -> Self {
+        let code = |bits: &super::CodeBits, c: &Option<String>| match c {
+            None => Some(0),
+            Some(c) => bits.get(c),
+        };
+        let profession = code(&snap.professions, &q.profession);
+        let specialty = code(&snap.specialties, &q.specialty);
+        PlaceFilter {
+            modalities: if q.modalities.is_empty() {
+                u8::MAX
+            } else {
+                q.modalities.iter().fold(0, |m, x| m | 1 << *x as u8)
+            },
+            surnumeraire: match q.surnumeraire {
+                Surnumeraire::Include => 0b11,
+                Surnumeraire::Only => 0b10,
+                Surnumeraire::Exclude => 0b01,
+            },
+            profession: profession.unwrap_or(0),
+            specialty: specialty.unwrap_or(0),
+            from,
+            to: q.to,
+            impossible: profession.is_none() || specialty.is_none() || from >= q.to,
+        }
+    }
+
+    fn admits(&self, p: &PlaceSummary) -> bool {
+        p.modalities & self.modalities != 0
+            && p.surnumeraire & self.surnumeraire != 0
+            && (self.profession == 0 || p.professions & self.profession != 0)
+            && (self.specialty == 0 || p.specialties & self.specialty != 0)
+            && p.first_start < self.to
+            && p.last_start >= self.from
+    }
+}
+
 /// How many entries of the time index a `soonest` query may scan before it falls back to
 /// visiting every place within the radius (dense time ranges far from the patient).
 pub const SOONEST_SCAN_CAP: usize = 20_000;
@@ -140,11 +189,18 @@ pub fn search(snap: &Snapshot, index: &SlotIndex, q: &Query) -> Found {
     // Once `limit` hits are in, stop after the places at that same distance (distance order),
     // or at the end of that distance bucket (neutral order, shuffled within buckets).
     let mut bound = cap;
-    for (place, d) in snap.nearest(q.origin) {
+    let filter = PlaceFilter::new(snap, q, from);
+    let places = snap
+        .nearest_indexed(q.origin)
+        .take_while(|_| !filter.impossible);
+    for (pi, d) in places {
         if d > bound {
             break;
         }
-        scan_place(place, d, from, q, index, &mut hits);
+        if !filter.admits(&snap.summaries[pi]) {
+            continue;
+        }
+        scan_place(&snap.places[pi], d, from, q, index, &mut hits);
         if hits.len() >= limit && bound == cap {
             bound = match q.order {
                 Order::Neutral => ((d / NEUTRAL_BUCKET_M).floor() + 1.0) * NEUTRAL_BUCKET_M,
@@ -178,8 +234,8 @@ pub fn search(snap: &Snapshot, index: &SlotIndex, q: &Query) -> Found {
             shuffle_buckets(&mut hits, q.seed);
         }
         Order::Soonest => {
-            hits = soonest_within(snap, index, q, from, radius_m, limit)
-                .unwrap_or_else(|| all_within(snap, index, q, from, radius_m));
+            hits = soonest_within(snap, index, q, &filter, radius_m, limit)
+                .unwrap_or_else(|| all_within(snap, index, q, &filter, radius_m));
             hits.sort_by(|a, b| {
                 a.slot()
                     .start
@@ -203,10 +259,14 @@ fn soonest_within(
     snap: &Snapshot,
     index: &SlotIndex,
     q: &Query,
-    from: i64,
+    filter: &PlaceFilter,
     radius_m: f64,
     limit: usize,
 ) -> Option<Vec<Hit>> {
+    if filter.impossible {
+        return Some(Vec::new());
+    }
+    let from = filter.from;
     let origin = super::to_xyz(q.origin);
     let max_c2 = super::m_to_chord2(radius_m);
     let first = snap.by_start.partition_point(|e| e.0 < from);
@@ -221,7 +281,7 @@ fn soonest_within(
         let p = snap.xyz[pi as usize];
         let c2 =
             (p[0] - origin[0]).powi(2) + (p[1] - origin[1]).powi(2) + (p[2] - origin[2]).powi(2);
-        if c2 > max_c2 {
+        if c2 > max_c2 || !filter.admits(&snap.summaries[pi as usize]) {
             continue;
         }
         let place = &snap.places[pi as usize];
@@ -241,13 +301,24 @@ fn soonest_within(
 }
 
 /// Every matching slot within `radius_m` (the fallback of `soonest`).
-fn all_within(snap: &Snapshot, index: &SlotIndex, q: &Query, from: i64, radius_m: f64) -> Vec<Hit> {
+fn all_within(
+    snap: &Snapshot,
+    index: &SlotIndex,
+    q: &Query,
+    filter: &PlaceFilter,
+    radius_m: f64,
+) -> Vec<Hit> {
     let mut hits = Vec::new();
-    for (place, d) in snap.nearest(q.origin) {
+    if filter.impossible {
+        return hits;
+    }
+    for (pi, d) in snap.nearest_indexed(q.origin) {
         if d > radius_m {
             break;
         }
-        scan_place(place, d, from, q, index, &mut hits);
+        if filter.admits(&snap.summaries[pi]) {
+            scan_place(&snap.places[pi], d, filter.from, q, index, &mut hits);
+        }
     }
     hits
 }
@@ -361,6 +432,7 @@ mod tests {
                     city: None,
                     insee: None,
                     slots,
+                    json: Default::default(),
                 })
             })
             .collect();
@@ -454,7 +526,8 @@ mod tests {
             let starts = |hits: &[Hit]| hits.iter().map(|h| h.slot().start).collect::<Vec<_>>();
             let want: Vec<i64> = expected.iter().take(limit).map(|e| e.0).collect();
             assert_eq!(starts(&found.hits), want, "limit {limit}");
-            let mut fallback = all_within(&snap, &index, &q, q.now + 1, found.radius_m);
+            let filter = PlaceFilter::new(&snap, &q, q.now + 1);
+            let mut fallback = all_within(&snap, &index, &q, &filter, found.radius_m);
             fallback.sort_by(|a, b| {
                 a.slot()
                     .start
@@ -520,5 +593,156 @@ mod tests {
         let nb: Vec<i64> = n.hits.iter().map(bucket).collect();
         assert!(nb.windows(2).all(|w| w[0] <= w[1]), "buckets stay in order");
         assert_eq!(d.hits.iter().map(bucket).collect::<Vec<_>>(), nb);
+    }
+
+    /// Places that differ in what they offer (so that per-place summaries skip some), random
+    /// queries: every answer equals brute force, in both orders, radius included.
+    #[test]
+    fn random_queries_on_varied_places_match_brute_force() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        let mut rng = StdRng::seed_from_u64(11);
+        let source = Arc::new(SourceMeta {
+            id: 1,
+            cpts_id: "c".into(),
+            name: "s".into(),
+            last_success_at: AtomicI64::new(NOW),
+            stale_after_s: 86_400,
+        });
+        let providers: Vec<Arc<Provider>> = [
+            ("10", Some("SM54")),
+            ("10", Some("SM26")),
+            ("60", None),
+            ("40", None),
+        ]
+        .iter()
+        .map(|(p, s)| {
+            Arc::new(Provider {
+                profession: Some(p.to_string()),
+                specialty: s.map(String::from),
+                ..Default::default()
+            })
+        })
+        .collect();
+        let mods = [
+            Modality::Ambulatory,
+            Modality::HomeVisit,
+            Modality::Teleconsultation,
+        ];
+        let mut id = 0;
+        let places: Vec<Arc<PlaceEntry>> = (0..300)
+            .map(|k| {
+                // each place: one provider, one or two modalities, slots in a sub-range of 72 h
+                let provider = providers[rng.random_range(0..providers.len())].clone();
+                let place_mods = [mods[rng.random_range(0..3)], mods[rng.random_range(0..3)]];
+                let (lo, hi) = {
+                    let a = rng.random_range(0..72 * 60);
+                    let b = rng.random_range(0..72 * 60);
+                    (a.min(b), a.max(b) + 1)
+                };
+                let mut slots: Vec<SlotEntry> = (0..rng.random_range(0..12))
+                    .map(|_| {
+                        id += 1;
+                        let start = NOW - 3600 + rng.random_range(lo..hi) * 60;
+                        SlotEntry {
+                            id,
+                            start,
+                            end: start + 900,
+                            modality: place_mods[rng.random_range(0..2)],
+                            audience: AudienceSet(if rng.random_bool(0.1) { 2 } else { 0 }),
+                            surnumeraire: rng.random_bool(0.15),
+                            offered: rng.random_bool(0.85),
+                            capacity: 1,
+                            provider: provider.clone(),
+                            external_id: format!("{id}").into(),
+                            booking_url: None,
+                            appointment_type: None,
+                        }
+                    })
+                    .collect();
+                slots.sort_by_key(|s| (s.start, s.id));
+                Arc::new(PlaceEntry {
+                    id: k,
+                    source: source.clone(),
+                    position: LatLon::new(
+                        47.0 + rng.random_range(-0.3..0.3),
+                        -1.0 + rng.random_range(-0.4..0.4),
+                    )
+                    .unwrap(),
+                    precision: LocationPrecision::Exact,
+                    name: None,
+                    address: None,
+                    postcode: None,
+                    city: None,
+                    insee: None,
+                    slots,
+                    json: Default::default(),
+                })
+            })
+            .collect();
+        let snap = Snapshot::new(places, HashMap::from([(1, source)]));
+        let index = SlotIndex::default();
+        for _ in 0..40 {
+            index.mark_taken(rng.random_range(1..=id), i64::MAX);
+        }
+        for n in 0..400 {
+            let mut q = query(
+                if n % 3 == 0 {
+                    Order::Soonest
+                } else {
+                    Order::Distance
+                },
+                rng.random_range(1..25),
+            );
+            q.origin = LatLon::new(
+                47.0 + rng.random_range(-0.3..0.3),
+                -1.0 + rng.random_range(-0.4..0.4),
+            )
+            .unwrap();
+            q.from = NOW + rng.random_range(0..48) * 3600;
+            q.to = q.from + rng.random_range(1..30) * 3600;
+            q.profession = [None, Some("10"), Some("60"), Some("99")][rng.random_range(0..4)]
+                .map(String::from);
+            q.specialty =
+                [None, None, Some("SM54"), Some("SM26")][rng.random_range(0..4)].map(String::from);
+            q.modalities = match rng.random_range(0..4) {
+                0 => vec![],
+                1 => vec![Modality::HomeVisit],
+                2 => vec![Modality::Teleconsultation, Modality::HomeVisit],
+                _ => vec![Modality::Ambulatory],
+            };
+            q.surnumeraire = [
+                Surnumeraire::Include,
+                Surnumeraire::Only,
+                Surnumeraire::Exclude,
+            ][rng.random_range(0..3)];
+            let found = search(&snap, &index, &q);
+            let within = |r: f64| {
+                brute(&snap, &index, &q, r)
+                    .into_iter()
+                    .filter(|(start, _)| *start >= q.from)
+                    .collect::<Vec<_>>()
+            };
+            let steps = (0..=q.radius.max_steps)
+                .find(|k| within(q.radius.at(*k)).len() >= q.limit)
+                .unwrap_or(q.radius.max_steps);
+            assert_eq!(found.steps, steps, "query {n}: {q:?}");
+            let mut expected = within(found.radius_m);
+            match q.order {
+                Order::Soonest => expected.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1))),
+                _ => expected.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0))),
+            }
+            expected.truncate(q.limit);
+            let got: Vec<(i64, f64)> = found
+                .hits
+                .iter()
+                .map(|h| (h.slot().start, h.distance_m))
+                .collect();
+            assert_eq!(got.len(), expected.len(), "query {n}: {q:?}");
+            for (g, e) in got.iter().zip(&expected) {
+                assert_eq!(g.0, e.0, "query {n}: {q:?}");
+                assert!((g.1 - e.1).abs() < 1.0, "query {n}: {q:?}");
+            }
+        }
     }
 }

@@ -1,0 +1,439 @@
+//! The search answer written straight into its response body.
+//!
+//! The answer is the hot path's biggest cost: ten results of about thirty fields each. Going
+//! through a `serde_json::Value` tree, or even typed `Serialize` structs, spends most of the
+//! request escaping the same keys and the same place and practitioner strings again and again.
+//! Here keys are literals, each place's and practitioner's JSON is rendered once and kept in the
+//! index entry ([`JsonCache`](crate::index::JsonCache)), and instants are formatted without
+//! `chrono`'s generic formatter. Strings are escaped exactly as `serde_json` escapes them
+//! (it does the escaping whenever a string needs any), so the bytes are those `serde_json` would
+//! write.
+
+use super::search::paris;
+use crate::domain::LatLon;
+use crate::geo::{Commune, Territory};
+use crate::index::search::{Found, Hit, Query};
+use crate::index::{PlaceEntry, Provider, SourceMeta};
+use chrono::{DateTime, Datelike, Offset, Timelike, Utc};
+use chrono_tz::Europe::Paris;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use std::sync::atomic::Ordering;
+
+/// Everything the answer shows.
+pub struct Context<'a> {
+    pub patient_point: LatLon,
+    pub commune: &'a Commune,
+    pub territory: Option<&'a Territory>,
+    pub department: &'a str,
+    pub query: &'a Query,
+    pub found: &'a Found,
+    pub now: i64,
+    /// CPTS id → its name.
+    pub cpts_name: &'a dyn Fn(&str) -> Option<&'a str>,
+}
+
+/// The JSON answer of `GET /v1/search`.
+pub fn answer(cx: &Context) -> Vec<u8> {
+    let hits = &cx.found.hits;
+    let q = cx.query;
+    let mut o = Out::with_capacity(1024 + 1024 * hits.len());
+    o.open();
+    o.key("patient");
+    o.open();
+    o.key("lat");
+    o.num(cx.patient_point.lat);
+    o.key("lon");
+    o.num(cx.patient_point.lon);
+    o.key("commune");
+    o.open();
+    o.key("insee");
+    o.str(cx.commune.insee.as_str());
+    o.key("name");
+    o.str(&cx.commune.name);
+    o.close();
+    o.key("cpts");
+    match cx.territory {
+        Some(t) => {
+            o.open();
+            o.key("id");
+            o.str(&t.id);
+            o.key("name");
+            o.str(&t.name);
+            o.close();
+        }
+        None => o.null(),
+    }
+    o.key("department");
+    o.str(cx.department);
+    o.close();
+    o.key("base_radius_km");
+    o.num(q.radius.base_m / 1000.0);
+    o.key("radius_km");
+    o.num(cx.found.radius_m / 1000.0);
+    o.key("enlargement_steps");
+    o.int(cx.found.steps);
+    o.key("max_radius_km");
+    o.num(q.radius.cap_m() / 1000.0);
+    o.key("window");
+    o.open();
+    o.key("from");
+    o.time(q.from.max(cx.now));
+    o.key("to");
+    o.time(q.to);
+    o.close();
+    o.key("count");
+    o.int(hits.len());
+    o.key("results");
+    o.buf.push(b'[');
+    // results mostly share a source: its CPTS name and freshness are worked out once
+    let mut source: Option<SourcePart> = None;
+    for (i, h) in hits.iter().enumerate() {
+        if i > 0 {
+            o.buf.push(b',');
+        }
+        let meta = &*h.place.source;
+        if source.as_ref().is_none_or(|s| s.id != meta.id) {
+            source = Some(SourcePart::new(meta, cx));
+        }
+        if let Some(part) = &source {
+            result(&mut o, h, meta, part);
+        }
+    }
+    o.buf.push(b']');
+    o.close();
+    o.buf
+}
+
+/// What every result of one source repeats.
+struct SourcePart<'a> {
+    id: i64,
+    cpts_name: Option<&'a str>,
+    last_success: Option<[u8; 27]>,
+    last_success_ts: i64,
+    fresh: bool,
+}
+
+impl<'a> SourcePart<'a> {
+    fn new(meta: &'a SourceMeta, cx: &Context<'a>) -> Self {
+        let last = meta.last_success_at.load(Ordering::Relaxed);
+        SourcePart {
+            id: meta.id,
+            cpts_name: (cx.cpts_name)(&meta.cpts_id),
+            last_success: (last > 0).then(|| paris_bytes(last)).flatten(),
+            last_success_ts: last,
+            fresh: meta.is_fresh(cx.now),
+        }
+    }
+}
+
+fn result(o: &mut Out, h: &Hit, meta: &SourceMeta, part: &SourcePart) {
+    let s = h.slot();
+    let place = &*h.place;
+    let pr = &*s.provider;
+    let place_json = place.json.get_or(|| place_json(place));
+    let provider_json = pr.json.get_or(|| provider_json(pr));
+    o.open();
+    o.key("slot_id");
+    o.int(s.id);
+    o.key("external_id");
+    o.str(&s.external_id);
+    o.key("start");
+    o.time(s.start);
+    o.key("end");
+    o.time(s.end);
+    o.key("distance_km");
+    o.num((h.distance_m / 10.0).round() / 100.0);
+    o.key("place");
+    o.raw(&place_json[0]);
+    o.key("practitioner");
+    o.raw(&provider_json[0]);
+    o.key("structure");
+    o.raw(&provider_json[1]);
+    o.key("cpts");
+    o.open();
+    o.key("id");
+    o.str(&meta.cpts_id);
+    o.key("name");
+    o.opt_str(part.cpts_name);
+    o.close();
+    o.key("modality");
+    o.str(s.modality.code());
+    o.key("appointment_type");
+    o.opt_str(s.appointment_type);
+    o.key("surnumeraire");
+    o.bool(s.surnumeraire);
+    o.key("capacity");
+    o.int(s.capacity);
+    o.key("booking_url");
+    o.opt_str(s.booking_url.as_deref());
+    o.key("booking_phone");
+    o.opt_str(pr.booking_phone.as_deref());
+    o.key("source");
+    o.open();
+    o.key("id");
+    o.int(meta.id);
+    o.key("name");
+    o.str(&meta.name);
+    o.key("last_success_at");
+    match (&part.last_success, part.last_success_ts) {
+        (Some(b), _) => o.ascii(b),
+        (None, ts) if ts > 0 => o.str(&paris(ts)),
+        _ => o.null(),
+    }
+    o.key("fresh");
+    o.bool(part.fresh);
+    o.close();
+    o.close();
+}
+
+#[derive(Serialize)]
+struct PlaceOut<'a> {
+    id: i64,
+    name: Option<&'a str>,
+    address: Option<&'a str>,
+    postcode: Option<&'a str>,
+    city: Option<&'a str>,
+    insee: Option<&'a str>,
+    lat: f64,
+    lon: f64,
+    precision: &'static str,
+}
+
+#[derive(Serialize)]
+struct PractitionerOut<'a> {
+    id: Option<&'a str>,
+    name: Option<&'a str>,
+    profession: Option<&'a str>,
+    specialty: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct StructureOut<'a> {
+    kind: &'a str,
+    id: Option<&'a str>,
+    name: Option<&'a str>,
+}
+
+/// `value` as a JSON value kept verbatim (`null` if it cannot be written, which these types
+/// never do: they have no maps).
+fn raw(value: &impl Serialize) -> Box<RawValue> {
+    serde_json::value::to_raw_value(value).unwrap_or_else(|_| RawValue::NULL.to_owned())
+}
+
+/// `[place]`: the place object of a result.
+fn place_json(place: &PlaceEntry) -> Vec<Box<RawValue>> {
+    vec![raw(&PlaceOut {
+        id: place.id,
+        name: place.name.as_deref(),
+        address: place.address.as_deref(),
+        postcode: place.postcode.as_deref(),
+        city: place.city.as_deref(),
+        insee: place.insee.as_deref(),
+        lat: place.position.lat,
+        lon: place.position.lon,
+        precision: place.precision.as_str(),
+    })]
+}
+
+/// `[practitioner, structure]` of a result (each `null` when absent).
+fn provider_json(pr: &Provider) -> Vec<Box<RawValue>> {
+    let practitioner = (pr.practitioner_id.is_some() || pr.practitioner_name.is_some()).then_some(
+        PractitionerOut {
+            id: pr.practitioner_id.as_deref(),
+            name: pr.practitioner_name.as_deref(),
+            profession: pr.profession.as_deref(),
+            specialty: pr.specialty.as_deref(),
+        },
+    );
+    let structure = pr.structure_kind.as_deref().map(|kind| StructureOut {
+        kind,
+        id: pr.structure_id.as_deref(),
+        name: pr.structure_name.as_deref(),
+    });
+    vec![raw(&practitioner), raw(&structure)]
+}
+
+/// `"YYYY-MM-DDTHH:MM:SS+HH:MM"` (quotes included) in Europe/Paris, as [`paris`] writes it;
+/// `None` outside years 0–9999 or for an offset that is not whole minutes.
+fn paris_bytes(ts: i64) -> Option<[u8; 27]> {
+    let local = DateTime::<Utc>::from_timestamp(ts, 0)?.with_timezone(&Paris);
+    let offset = local.offset().fix().local_minus_utc();
+    let year = u32::try_from(local.year()).ok().filter(|y| *y <= 9999)?;
+    if offset % 60 != 0 {
+        return None;
+    }
+    let mut b = *b"\"0000-00-00T00:00:00+00:00\"";
+    let mut put = |at: usize, v: u32, width: usize| {
+        let mut v = v;
+        for i in (at..at + width).rev() {
+            b[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(1, year, 4);
+    put(6, local.month(), 2);
+    put(9, local.day(), 2);
+    put(12, local.hour(), 2);
+    put(15, local.minute(), 2);
+    put(18, local.second(), 2);
+    let minutes = offset.unsigned_abs() / 60;
+    put(21, minutes / 60, 2);
+    put(24, minutes % 60, 2);
+    if offset < 0 {
+        b[20] = b'-';
+    }
+    Some(b)
+}
+
+/// A JSON writer for objects whose keys are known: it tracks only whether a comma is due.
+struct Out {
+    buf: Vec<u8>,
+    first: bool,
+}
+
+impl Out {
+    fn with_capacity(n: usize) -> Self {
+        Out {
+            buf: Vec::with_capacity(n),
+            first: true,
+        }
+    }
+    fn open(&mut self) {
+        self.buf.push(b'{');
+        self.first = true;
+    }
+    fn close(&mut self) {
+        self.buf.push(b'}');
+        self.first = false;
+    }
+    /// `key` must need no escaping (the literals here are plain ASCII).
+    fn key(&mut self, key: &'static str) {
+        if !self.first {
+            self.buf.push(b',');
+        }
+        self.first = false;
+        self.buf.push(b'"');
+        self.buf.extend_from_slice(key.as_bytes());
+        self.buf.extend_from_slice(b"\":");
+    }
+    fn str(&mut self, s: &str) {
+        // no quote, backslash or control character: nothing to escape (checked without
+        // branching per byte); otherwise serde_json escapes it
+        let plain = s
+            .bytes()
+            .fold(true, |ok, b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'));
+        if plain {
+            self.buf.push(b'"');
+            self.buf.extend_from_slice(s.as_bytes());
+            self.buf.push(b'"');
+        } else if serde_json::to_writer(&mut self.buf, s).is_err() {
+            self.null();
+        }
+    }
+    fn opt_str(&mut self, s: Option<&str>) {
+        match s {
+            Some(s) => self.str(s),
+            None => self.null(),
+        }
+    }
+    fn int(&mut self, v: impl itoa::Integer) {
+        self.buf
+            .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+    }
+    /// As serde_json writes an `f64` (`null` when not finite).
+    fn num(&mut self, v: f64) {
+        if serde_json::to_writer(&mut self.buf, &v).is_err() {
+            self.null();
+        }
+    }
+    fn bool(&mut self, b: bool) {
+        self.buf
+            .extend_from_slice(if b { b"true" } else { b"false" });
+    }
+    fn null(&mut self) {
+        self.buf.extend_from_slice(b"null");
+    }
+    fn raw(&mut self, v: &RawValue) {
+        self.buf.extend_from_slice(v.get().as_bytes());
+    }
+    /// Bytes already quoted and plain.
+    fn ascii(&mut self, b: &[u8]) {
+        self.buf.extend_from_slice(b);
+    }
+    fn time(&mut self, ts: i64) {
+        match paris_bytes(ts) {
+            Some(b) => self.ascii(&b),
+            None => self.str(&paris(ts)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    #[test]
+    fn instants_are_written_exactly_as_chrono_writes_them() {
+        // around both 2026 DST changes, and a spread of instants over 1970–2100
+        let mut instants: Vec<i64> = vec![0, 4_102_444_800];
+        for change in [1_774_746_000i64, 1_792_890_000] {
+            instants.extend((-7200..=7200).step_by(900).map(|d| change + d));
+        }
+        instants.extend((0..2000).map(|k| k * 2_049_979));
+        for ts in instants {
+            let mut o = Out::with_capacity(32);
+            o.time(ts);
+            assert_eq!(
+                String::from_utf8(o.buf).unwrap(),
+                format!("\"{}\"", paris(ts)),
+                "{ts}"
+            );
+        }
+    }
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        for s in [
+            "",
+            "Cabinet médical Ménard",
+            "dit \"le Grand\"",
+            "C:\\chemin",
+            "ligne 1\nligne 2\ttab\u{1}",
+            "emoji 🩺 et \u{7f}",
+            "</script>",
+        ] {
+            let mut o = Out::with_capacity(16);
+            o.str(s);
+            assert_eq!(o.buf, serde_json::to_vec(s).unwrap(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn nested_objects_get_their_commas_and_parse_back() {
+        let mut o = Out::with_capacity(64);
+        o.open();
+        o.key("a");
+        o.int(-3i64);
+        o.key("b");
+        o.open();
+        o.key("c");
+        o.null();
+        o.key("d");
+        o.num(f64::NAN);
+        o.close();
+        o.key("e");
+        o.bool(true);
+        o.key("f");
+        o.num(2.5);
+        o.key("g");
+        o.opt_str(Some("x\"y"));
+        o.close();
+        let v: Value = serde_json::from_slice(&o.buf).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"a": -3, "b": {"c": null, "d": null}, "e": true, "f": 2.5, "g": "x\"y"})
+        );
+    }
+}
