@@ -259,3 +259,64 @@ async fn operators_and_analysts_cannot_push_and_cpts_cannot_search() {
     let (s, _) = app.get_json(&format!("/v1/search?{AT_NANTES}"), None).await;
     assert_eq!(s, 401);
 }
+
+/// One result in full, as an operator's tool reads it; text with quotes, backslashes and accents
+/// comes back intact; a place renamed by the next snapshot shows its new name at once.
+#[tokio::test]
+async fn a_result_in_full_and_text_written_exactly() {
+    let (app, publisher, source, op) = setup().await;
+    let csv = |place: &str| {
+        format!(
+            "slot_id;debut;duree;rpps;praticien;profession;specialite;lieu;adresse;code_postal;ville;latitude;longitude;modalite;lien;telephone\r\n\
+             s1;2026-11-23 11:00;20;10000000001;\"Dr Zoé \"\"Doc\"\" L'Hôte\";10;SM54;{place};2 rue Crébillon \\ bis;44000;Nantes;47,2184;-1,5536;AMB;https://rdv.example/s1?a=1&b=\"2\";02 40 00 00 01\r\n"
+        )
+    };
+    let (s, report) = app
+        .push_csv(&publisher, source, csv("\"Cabinet \"\"Graslin\"\"\""))
+        .await;
+    assert_eq!(s, 200, "{report}");
+    let (s, body) = app.search(&op, &format!("{AT_NANTES}&limit=1")).await;
+    assert_eq!(s, 200, "{body}");
+    let id = body["results"][0]["slot_id"].clone();
+    let place_id = body["results"][0]["place"]["id"].clone();
+    assert_eq!(
+        body["results"][0],
+        serde_json::json!({
+            "slot_id": id,
+            "external_id": "s1",
+            "start": "2026-11-23T11:00:00+01:00",
+            "end": "2026-11-23T11:20:00+01:00",
+            "distance_km": 0.0,
+            "place": {
+                "id": place_id, "name": "Cabinet \"Graslin\"", "address": "2 rue Crébillon \\ bis",
+                "postcode": "44000", "city": "Nantes", "insee": "44109",
+                "lat": 47.2184, "lon": -1.5536, "precision": "exact"
+            },
+            "practitioner": {
+                "id": "810000000001", "name": "Dr Zoé \"Doc\" L'Hôte",
+                "profession": "10", "specialty": "SM54"
+            },
+            "structure": null,
+            "cpts": {"id": app.nantes_cpts(), "name": body["patient"]["cpts"]["name"]},
+            "modality": "AMB",
+            "appointment_type": null,
+            "surnumeraire": false,
+            "capacity": 1,
+            "booking_url": "https://rdv.example/s1?a=1&b=\"2\"",
+            "booking_phone": "+33240000001",
+            "source": {
+                "id": source, "name": "Agenda CPTS",
+                "last_success_at": "2026-11-23T10:00:00+01:00", "fresh": true
+            }
+        })
+    );
+    assert_eq!(body["window"]["from"], "2026-11-23T10:00:00+01:00");
+    assert_eq!(body["window"]["to"], "2026-11-26T10:00:00+01:00");
+    // the next snapshot renames the place: the answer follows at once
+    let (s, report) = app
+        .push_csv(&publisher, source, csv("Cabinet Graslin\tNord"))
+        .await;
+    assert_eq!(s, 200, "{report}");
+    let (_, body) = app.search(&op, &format!("{AT_NANTES}&limit=1")).await;
+    assert_eq!(body["results"][0]["place"]["name"], "Cabinet Graslin\tNord");
+}

@@ -7,10 +7,11 @@
 use crate::domain::Role;
 use crate::error::ApiError;
 use crate::http::AppState;
-use crate::store::accounts::{Principal, hash_token};
+use crate::store::accounts::Principal;
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest, web};
 use dashmap::DashMap;
+use sha2::{Digest, Sha256};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
@@ -18,17 +19,17 @@ use std::time::{Duration, Instant};
 /// How long a validated token is trusted without asking the database again.
 pub const CACHE_TTL: Duration = Duration::from_secs(30);
 
-/// Validated tokens, by hash.
+/// Validated tokens, by SHA-256 digest (the database keeps the same digest, hex-encoded).
 #[derive(Default)]
-pub struct TokenCache(DashMap<String, (Principal, Instant)>);
+pub struct TokenCache(DashMap<[u8; 32], (Principal, Instant)>);
 
 impl TokenCache {
-    fn get(&self, hash: &str) -> Option<Principal> {
-        let entry = self.0.get(hash)?;
+    fn get(&self, digest: &[u8; 32]) -> Option<Principal> {
+        let entry = self.0.get(digest)?;
         (entry.1.elapsed() < CACHE_TTL).then(|| entry.0.clone())
     }
-    fn put(&self, hash: String, p: Principal) {
-        self.0.insert(hash, (p, Instant::now()));
+    fn put(&self, digest: [u8; 32], p: Principal) {
+        self.0.insert(digest, (p, Instant::now()));
     }
     /// Forgets every cached token of an account (after revocation).
     pub fn forget_account(&self, account_id: i64) {
@@ -98,8 +99,8 @@ impl FromRequest for Caller {
         Box::pin(async move {
             let token = token.ok_or(ApiError::Unauthorized)?;
             let state = state.ok_or_else(|| ApiError::internal(anyhow::anyhow!("no app state")))?;
-            let hash = hash_token(&token);
-            if let Some(p) = state.tokens.get(&hash) {
+            let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+            if let Some(p) = state.tokens.get(&digest) {
                 return Ok(Caller(p));
             }
             let principal = state
@@ -107,7 +108,7 @@ impl FromRequest for Caller {
                 .authenticate(token)
                 .await?
                 .ok_or(ApiError::Unauthorized)?;
-            state.tokens.put(hash, principal.clone());
+            state.tokens.put(digest, principal.clone());
             Ok(Caller(principal))
         })
     }

@@ -14,7 +14,7 @@ use crate::domain::LatLon;
 use crate::geo::{Commune, Territory};
 use crate::index::search::{Found, Hit, Query};
 use crate::index::{PlaceEntry, Provider, SourceMeta};
-use chrono::{DateTime, Datelike, Offset, Timelike, Utc};
+use chrono::{DateTime, Offset, Utc};
 use chrono_tz::Europe::Paris;
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -27,7 +27,7 @@ pub struct Context<'a> {
     pub territory: Option<&'a Territory>,
     pub department: &'a str,
     pub query: &'a Query,
-    pub found: &'a Found,
+    pub found: &'a Found<'a>,
     pub now: i64,
     /// CPTS id → its name.
     pub cpts_name: &'a dyn Fn(&str) -> Option<&'a str>,
@@ -129,7 +129,7 @@ impl<'a> SourcePart<'a> {
 
 fn result(o: &mut Out, h: &Hit, meta: &SourceMeta, part: &SourcePart) {
     let s = h.slot();
-    let place = &*h.place;
+    let place: &PlaceEntry = h.place;
     let pr = &*s.provider;
     let place_json = place.json.get_or(|| place_json(place));
     let provider_json = pr.json.get_or(|| provider_json(pr));
@@ -255,14 +255,20 @@ fn provider_json(pr: &Provider) -> Vec<Box<RawValue>> {
 }
 
 /// `"YYYY-MM-DDTHH:MM:SS+HH:MM"` (quotes included) in Europe/Paris, as [`paris`] writes it;
-/// `None` outside years 0–9999 or for an offset that is not whole minutes.
+/// `None` outside years 0–9999 or for an offset that is not whole minutes. The offset comes
+/// from the tz database (chrono-tz); the calendar arithmetic is done here, without building
+/// `chrono` date-times (the search answer writes two instants per result).
 fn paris_bytes(ts: i64) -> Option<[u8; 27]> {
-    let local = DateTime::<Utc>::from_timestamp(ts, 0)?.with_timezone(&Paris);
-    let offset = local.offset().fix().local_minus_utc();
-    let year = u32::try_from(local.year()).ok().filter(|y| *y <= 9999)?;
+    use chrono::TimeZone;
+    let utc = DateTime::<Utc>::from_timestamp(ts, 0)?.naive_utc();
+    let offset = Paris.offset_from_utc_datetime(&utc).fix().local_minus_utc();
     if offset % 60 != 0 {
         return None;
     }
+    let local = ts + i64::from(offset);
+    let (year, month, day) = civil_from_days(local.div_euclid(86_400));
+    let year = u32::try_from(year).ok().filter(|y| *y <= 9999)?;
+    let secs = local.rem_euclid(86_400) as u32;
     let mut b = *b"\"0000-00-00T00:00:00+00:00\"";
     let mut put = |at: usize, v: u32, width: usize| {
         let mut v = v;
@@ -272,11 +278,11 @@ fn paris_bytes(ts: i64) -> Option<[u8; 27]> {
         }
     };
     put(1, year, 4);
-    put(6, local.month(), 2);
-    put(9, local.day(), 2);
-    put(12, local.hour(), 2);
-    put(15, local.minute(), 2);
-    put(18, local.second(), 2);
+    put(6, month, 2);
+    put(9, day, 2);
+    put(12, secs / 3600, 2);
+    put(15, secs / 60 % 60, 2);
+    put(18, secs % 60, 2);
     let minutes = offset.unsigned_abs() / 60;
     put(21, minutes / 60, 2);
     put(24, minutes % 60, 2);
@@ -284,6 +290,21 @@ fn paris_bytes(ts: i64) -> Option<[u8; 27]> {
         b[20] = b'-';
     }
     Some(b)
+}
+
+/// Proleptic Gregorian (year, month, day) of a day count since 1970-01-01 (H. Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 /// A JSON writer for objects whose keys are known: it tracks only whether a comma is due.
@@ -309,11 +330,10 @@ impl Out {
     }
     /// `key` must need no escaping (the literals here are plain ASCII).
     fn key(&mut self, key: &'static str) {
-        if !self.first {
-            self.buf.push(b',');
-        }
+        let sep: &[u8] = if self.first { b"\"" } else { b",\"" };
         self.first = false;
-        self.buf.push(b'"');
+        self.buf.reserve(key.len() + 4);
+        self.buf.extend_from_slice(sep);
         self.buf.extend_from_slice(key.as_bytes());
         self.buf.extend_from_slice(b"\":");
     }
@@ -389,6 +409,25 @@ mod tests {
                 String::from_utf8(o.buf).unwrap(),
                 format!("\"{}\"", paris(ts)),
                 "{ts}"
+            );
+        }
+    }
+
+    #[test]
+    fn calendar_dates_match_chrono_over_four_centuries() {
+        use chrono::NaiveDate;
+        let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap();
+        for days in (-146_097..146_097 * 3).step_by(7) {
+            let d = epoch + chrono::Duration::days(days);
+            let (y, m, dd) = civil_from_days(days);
+            assert_eq!(
+                (y as i32, m, dd),
+                (
+                    chrono::Datelike::year(&d),
+                    chrono::Datelike::month(&d),
+                    chrono::Datelike::day(&d)
+                ),
+                "{days}"
             );
         }
     }

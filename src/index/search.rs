@@ -80,15 +80,15 @@ pub struct Query {
     pub seed: u64,
 }
 
-/// One result.
+/// One result, borrowed from the snapshot searched.
 #[derive(Debug, Clone)]
-pub struct Hit {
-    pub place: Arc<PlaceEntry>,
+pub struct Hit<'s> {
+    pub place: &'s Arc<PlaceEntry>,
     pub slot: usize,
     pub distance_m: f64,
 }
 
-impl Hit {
+impl Hit<'_> {
     pub fn slot(&self) -> &SlotEntry {
         &self.place.slots[self.slot]
     }
@@ -96,13 +96,14 @@ impl Hit {
 
 /// The answer.
 #[derive(Debug, Clone)]
-pub struct Found {
-    pub hits: Vec<Hit>,
+pub struct Found<'s> {
+    pub hits: Vec<Hit<'s>>,
     /// Radius finally used, metres.
     pub radius_m: f64,
     /// Enlargement steps taken (0 = the default radius sufficed).
     pub steps: u32,
-    /// Results found within the base radius (before enlargement).
+    /// Matching slots found within the base radius (before enlargement), counting at most
+    /// `limit` per place (no more can be shown); zero means "nothing at the default radius".
     pub within_base: usize,
 }
 
@@ -181,11 +182,18 @@ pub const SOONEST_SCAN_CAP: usize = 20_000;
 /// The radius is always decided by distance: the smallest step that holds `limit` matching
 /// slots (or the cap). `distance` and `neutral` orders then take the nearest; `soonest` takes
 /// the earliest-starting within that radius, found by scanning slots in start order.
-pub fn search(snap: &Snapshot, index: &SlotIndex, q: &Query) -> Found {
+pub fn search<'s>(snap: &'s Snapshot, index: &SlotIndex, q: &Query) -> Found<'s> {
     let from = q.from.max(q.now + 1);
     let cap = q.radius.cap_m();
     let limit = q.limit.max(1);
     let mut hits: Vec<Hit> = Vec::new();
+    // Ranked by distance then start, a place never puts more than `limit` slots in the answer
+    // (nor moves the `limit`-th distance that decides the radius); the neutral order shuffles
+    // whole distance buckets, so it keeps them all.
+    let per_place = match q.order {
+        Order::Neutral => usize::MAX,
+        Order::Distance | Order::Soonest => limit,
+    };
     // Once `limit` hits are in, stop after the places at that same distance (distance order),
     // or at the end of that distance bucket (neutral order, shuffled within buckets).
     let mut bound = cap;
@@ -200,7 +208,7 @@ pub fn search(snap: &Snapshot, index: &SlotIndex, q: &Query) -> Found {
         if !filter.admits(&snap.summaries[pi]) {
             continue;
         }
-        scan_place(&snap.places[pi], d, from, q, index, &mut hits);
+        scan_place(&snap.places[pi], d, from, q, index, per_place, &mut hits);
         if hits.len() >= limit && bound == cap {
             bound = match q.order {
                 Order::Neutral => ((d / NEUTRAL_BUCKET_M).floor() + 1.0) * NEUTRAL_BUCKET_M,
@@ -255,14 +263,14 @@ pub fn search(snap: &Snapshot, index: &SlotIndex, q: &Query) -> Found {
 
 /// The `limit` earliest matching slots within `radius_m`, scanning slots in start order;
 /// `None` when more than [`SOONEST_SCAN_CAP`] entries would be needed.
-fn soonest_within(
-    snap: &Snapshot,
+fn soonest_within<'s>(
+    snap: &'s Snapshot,
     index: &SlotIndex,
     q: &Query,
     filter: &PlaceFilter,
     radius_m: f64,
     limit: usize,
-) -> Option<Vec<Hit>> {
+) -> Option<Vec<Hit<'s>>> {
     if filter.impossible {
         return Some(Vec::new());
     }
@@ -288,7 +296,7 @@ fn soonest_within(
         let s = &place.slots[si as usize];
         if place.source.is_fresh(q.now) && matches(q, s) && !index.is_taken(s.id, q.now) {
             hits.push(Hit {
-                place: place.clone(),
+                place,
                 slot: si as usize,
                 distance_m: super::chord2_to_m(c2),
             });
@@ -301,13 +309,13 @@ fn soonest_within(
 }
 
 /// Every matching slot within `radius_m` (the fallback of `soonest`).
-fn all_within(
-    snap: &Snapshot,
+fn all_within<'s>(
+    snap: &'s Snapshot,
     index: &SlotIndex,
     q: &Query,
     filter: &PlaceFilter,
     radius_m: f64,
-) -> Vec<Hit> {
+) -> Vec<Hit<'s>> {
     let mut hits = Vec::new();
     if filter.impossible {
         return hits;
@@ -317,35 +325,46 @@ fn all_within(
             break;
         }
         if filter.admits(&snap.summaries[pi]) {
-            scan_place(&snap.places[pi], d, filter.from, q, index, &mut hits);
+            scan_place(
+                &snap.places[pi],
+                d,
+                filter.from,
+                q,
+                index,
+                usize::MAX,
+                &mut hits,
+            );
         }
     }
     hits
 }
 
-/// Adds the matching, untaken slots of a fresh `place` starting in `[from, q.to)`.
-fn scan_place(
-    place: &Arc<PlaceEntry>,
+/// Adds the first `max` matching, untaken slots of a fresh `place` starting in `[from, q.to)`.
+fn scan_place<'s>(
+    place: &'s Arc<PlaceEntry>,
     d: f64,
     from: i64,
     q: &Query,
     index: &SlotIndex,
-    hits: &mut Vec<Hit>,
+    max: usize,
+    hits: &mut Vec<Hit<'s>>,
 ) {
     if !place.source.is_fresh(q.now) {
         return;
     }
     let first = place.slots.partition_point(|s| s.start < from);
+    let mut added = 0;
     for (i, s) in place.slots[first..].iter().enumerate() {
-        if s.start >= q.to {
+        if s.start >= q.to || added >= max {
             break;
         }
         if matches(q, s) && !index.is_taken(s.id, q.now) {
             hits.push(Hit {
-                place: place.clone(),
+                place,
                 slot: first + i,
                 distance_m: d,
             });
+            added += 1;
         }
     }
 }
