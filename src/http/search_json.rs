@@ -259,9 +259,18 @@ fn provider_json(pr: &Provider) -> Vec<Box<RawValue>> {
 /// from the tz database (chrono-tz); the calendar arithmetic is done here, without building
 /// `chrono` date-times (the search answer writes two instants per result).
 fn paris_bytes(ts: i64) -> Option<[u8; 27]> {
+    paris_bytes_with(ts, paris_offset(ts)?)
+}
+
+/// Europe/Paris's offset from UTC at `ts`, seconds (from the tz database).
+fn paris_offset(ts: i64) -> Option<i32> {
     use chrono::TimeZone;
     let utc = DateTime::<Utc>::from_timestamp(ts, 0)?.naive_utc();
-    let offset = Paris.offset_from_utc_datetime(&utc).fix().local_minus_utc();
+    Some(Paris.offset_from_utc_datetime(&utc).fix().local_minus_utc())
+}
+
+/// As [`paris_bytes`], the offset being known.
+fn paris_bytes_with(ts: i64, offset: i32) -> Option<[u8; 27]> {
     if offset % 60 != 0 {
         return None;
     }
@@ -311,6 +320,9 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 struct Out {
     buf: Vec<u8>,
     first: bool,
+    /// The UTC day last asked for by [`Out::time`], and Paris's offset through all of it
+    /// (`None` when the offset changes that day).
+    day: Option<(i64, Option<i32>)>,
 }
 
 impl Out {
@@ -318,6 +330,7 @@ impl Out {
         Out {
             buf: Vec::with_capacity(n),
             first: true,
+            day: None,
         }
     }
     fn open(&mut self) {
@@ -381,8 +394,27 @@ impl Out {
     fn ascii(&mut self, b: &[u8]) {
         self.buf.extend_from_slice(b);
     }
+    /// An instant in Europe/Paris. The answer's instants fall on a few days: the offset is
+    /// looked up once per UTC day, and per instant only on a day when it changes.
     fn time(&mut self, ts: i64) {
-        match paris_bytes(ts) {
+        let day = ts.div_euclid(86_400);
+        let whole_day = match self.day {
+            Some((d, offset)) if d == day => offset,
+            _ => {
+                let (a, b) = (
+                    paris_offset(day * 86_400),
+                    paris_offset(day * 86_400 + 86_399),
+                );
+                let offset = a.filter(|a| Some(*a) == b);
+                self.day = Some((day, offset));
+                offset
+            }
+        };
+        let bytes = match whole_day {
+            Some(offset) => paris_bytes_with(ts, offset),
+            None => paris_bytes(ts),
+        };
+        match bytes {
             Some(b) => self.ascii(&b),
             None => self.str(&paris(ts)),
         }
@@ -402,14 +434,16 @@ mod tests {
             instants.extend((-7200..=7200).step_by(900).map(|d| change + d));
         }
         instants.extend((0..2000).map(|k| k * 2_049_979));
+        // one writer for all (its per-day offset memo in play), and a fresh one for each
+        let mut shared = Out::with_capacity(32);
         for ts in instants {
+            let want = format!("\"{}\"", paris(ts));
+            shared.buf.clear();
+            shared.time(ts);
+            assert_eq!(String::from_utf8(shared.buf.clone()).unwrap(), want, "{ts}");
             let mut o = Out::with_capacity(32);
             o.time(ts);
-            assert_eq!(
-                String::from_utf8(o.buf).unwrap(),
-                format!("\"{}\"", paris(ts)),
-                "{ts}"
-            );
+            assert_eq!(String::from_utf8(o.buf).unwrap(), want, "{ts}");
         }
     }
 
