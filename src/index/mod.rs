@@ -10,7 +10,6 @@
 //!   snapshot rebuild and survives feed refreshes; the database stays the judge of every hold;
 //! - the index never decides a booking: a slot it shows may still be refused with 409.
 
-mod grid;
 pub mod load;
 pub mod search;
 
@@ -229,8 +228,8 @@ pub struct Snapshot {
     tree: RTree<PlacePoint>,
     /// Unit-sphere coordinates of `places`, same order.
     pub(crate) xyz: Vec<[f64; 3]>,
-    /// Slots by start per grid cell, for "soonest" queries.
-    pub(crate) grid: grid::TimeGrid,
+    /// Every slot by start: `(start, place index, slot index)`, for "soonest" queries.
+    pub(crate) by_start: Vec<(i64, u32, u32)>,
     pub sources: HashMap<i64, Arc<SourceMeta>>,
     pub slot_count: usize,
     /// Per place (same order as `places`): what it may offer.
@@ -249,6 +248,16 @@ impl Snapshot {
             .map(|(i, p)| GeomWithData::new(*p, i as u32))
             .collect();
         let slot_count = places.iter().map(|p| p.slots.len()).sum();
+        let mut by_start = Vec::with_capacity(slot_count);
+        for (pi, p) in places.iter().enumerate() {
+            by_start.extend(
+                p.slots
+                    .iter()
+                    .enumerate()
+                    .map(|(si, s)| (s.start, pi as u32, si as u32)),
+            );
+        }
+        by_start.sort_unstable();
         let (mut professions, mut specialties) = (CodeBits::default(), CodeBits::default());
         let summaries = places
             .iter()
@@ -257,7 +266,7 @@ impl Snapshot {
         Snapshot {
             tree: RTree::bulk_load(points),
             xyz,
-            grid: grid::TimeGrid::new(&places),
+            by_start,
             places,
             sources,
             slot_count,

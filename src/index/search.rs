@@ -8,8 +8,6 @@
 use super::{PlaceEntry, PlaceSummary, SlotEntry, SlotIndex, Snapshot};
 use crate::domain::LatLon;
 use crate::domain::slot::Modality;
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 /// Whether surnuméraire (extra) slots are wanted.
@@ -263,9 +261,8 @@ pub fn search<'s>(snap: &'s Snapshot, index: &SlotIndex, q: &Query) -> Found<'s>
     }
 }
 
-/// The `limit` earliest matching slots within `radius_m` (and any tying with the last one),
-/// merging in start order the time lines of the grid cells around the patient; `None` when
-/// more than [`SOONEST_SCAN_CAP`] entries would be needed.
+/// The `limit` earliest matching slots within `radius_m`, scanning slots in start order;
+/// `None` when more than [`SOONEST_SCAN_CAP`] entries would be needed.
 fn soonest_within<'s>(
     snap: &'s Snapshot,
     index: &SlotIndex,
@@ -280,33 +277,15 @@ fn soonest_within<'s>(
     let from = filter.from;
     let origin = super::to_xyz(q.origin);
     let max_c2 = super::m_to_chord2(radius_m);
-    // merge the time lines of the cells around the patient, earliest first
-    let cells = snap.grid.around(q.origin, radius_m);
-    let mut heap: BinaryHeap<Reverse<(i64, usize, usize)>> = cells
-        .iter()
-        .enumerate()
-        .filter_map(|(ci, cell)| {
-            let pos = cell.partition_point(|e| e.0 < from);
-            cell.get(pos).map(|e| Reverse((e.0, ci, pos)))
-        })
-        .collect();
+    let first = snap.by_start.partition_point(|e| e.0 < from);
     let mut hits = Vec::new();
-    let mut scanned = 0;
-    // once `limit` hits are in, slots starting at that same instant still compete (by distance)
-    let mut cut: Option<i64> = None;
-    while let Some(Reverse((start, ci, pos))) = heap.pop() {
-        if start >= q.to || cut.is_some_and(|c| start > c) {
-            break;
+    for (n, &(start, pi, si)) in snap.by_start[first..].iter().enumerate() {
+        if start >= q.to {
+            return Some(hits);
         }
-        scanned += 1;
-        if scanned > SOONEST_SCAN_CAP {
+        if n >= SOONEST_SCAN_CAP {
             return None;
         }
-        let cell = cells[ci];
-        if let Some(next) = cell.get(pos + 1) {
-            heap.push(Reverse((next.0, ci, pos + 1)));
-        }
-        let (_, pi, si) = cell[pos];
         let p = snap.xyz[pi as usize];
         let c2 =
             (p[0] - origin[0]).powi(2) + (p[1] - origin[1]).powi(2) + (p[2] - origin[2]).powi(2);
@@ -321,8 +300,8 @@ fn soonest_within<'s>(
                 slot: si as usize,
                 distance_m: super::chord2_to_m(c2),
             });
-            if hits.len() >= limit && cut.is_none() {
-                cut = Some(start);
+            if hits.len() >= limit {
+                return Some(hits);
             }
         }
     }
