@@ -2,7 +2,8 @@
 //! on SQLite and, when `SASNP_BENCH_PG_URL` is set, on PostgreSQL; and in-process search latency
 //! while that snapshot is being ingested, against idle.
 //!
-//! `cargo bench --all-features --bench snapshot` (`SASNP_BENCH_SLOTS=…` to change the size;
+//! `cargo bench --all-features --bench snapshot` (`SASNP_BENCH_SLOTS=…` to change the size,
+//! `SASNP_BENCH_LOG=sasnp=debug` to print the phases of each ingest;
 //! `SASNP_BENCH_PG_URL=postgres://postgres@127.0.0.1:5432/test` adds PostgreSQL: a scratch
 //! database is created and dropped).
 
@@ -119,6 +120,13 @@ async fn run(label: &str, database_url: String, body: actix_web::web::Bytes, slo
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` / `cargo test --benches`: nothing to list
+    }
+    // Phase timings (parse, store, index) go to stderr: `SASNP_BENCH_LOG=sasnp=debug`.
+    if let Ok(filter) = std::env::var("SASNP_BENCH_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
     }
     let slots: usize = std::env::var("SASNP_BENCH_SLOTS")
         .ok()

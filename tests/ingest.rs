@@ -130,7 +130,7 @@ fn sas_cpts_example_relocated_to_nantes() {
     assert_eq!(out.report.accepted, 1, "{:#?}", out.report);
     assert_eq!(out.feed.places.len(), 1);
     let place = &out.feed.places[0];
-    assert_eq!(place.key, "https://editeur.com|123456789");
+    assert_eq!(&*place.key, "https://editeur.com|123456789");
     assert_eq!(place.precision, LocationPrecision::Commune);
     assert_eq!(place.insee.as_ref().unwrap().as_str(), "44109");
     assert_eq!(place.address.as_deref(), Some("25 CHEMIN DE MOUNESTIE"));
@@ -231,12 +231,12 @@ fn sas_sos_example_relocated_to_laval_and_le_mans() {
     );
     assert_eq!(s1.booking_phone.as_deref(), Some("+33193246789"));
     assert!(s1.audience.contains(Audience::Snp));
-    assert_eq!(s1.place_key, "Location/1111111111");
+    assert_eq!(&*s1.place_key, "Location/1111111111");
     let place = out
         .feed
         .places
         .iter()
-        .find(|p| p.key == "Location/1111111111")
+        .find(|p| &*p.key == "Location/1111111111")
         .unwrap();
     assert_eq!(
         place.name.as_deref(),
@@ -248,7 +248,7 @@ fn sas_sos_example_relocated_to_laval_and_le_mans() {
         s4.structure.as_ref().unwrap().national_id.as_deref(),
         Some("392080466300010")
     );
-    assert_eq!(s4.place_key, "Location/3333333333");
+    assert_eq!(&*s4.place_key, "Location/3333333333");
     assert_eq!(
         by_id("ExampleSlotSOS3").modality,
         Modality::Teleconsultation
@@ -747,7 +747,7 @@ fn smart_example_relocated_in_any_order() {
         .iter()
         .find(|s| s.external_id == "20")
         .unwrap();
-    assert_eq!(s.place_key, "Location/0");
+    assert_eq!(&*s.place_key, "Location/0");
     assert_eq!(s.capacity, 100);
     assert_eq!(
         s.booking_url.as_deref(),
@@ -761,7 +761,7 @@ fn smart_example_relocated_in_any_order() {
         .feed
         .places
         .iter()
-        .find(|p| p.key == "Location/0")
+        .find(|p| &*p.key == "Location/0")
         .unwrap();
     assert_eq!(boston.insee.as_ref().unwrap().as_str(), towns[0].insee);
     assert_eq!(boston.name.as_deref(), Some("SMART Vaccine Clinic Boston"));

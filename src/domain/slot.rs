@@ -3,10 +3,15 @@
 //! Rules kept here: instants are UTC; a place always has a position (given, or the
 //! interior point of its commune) with the precision recorded; a slot belongs to
 //! exactly one place of the same feed (`place_key`); external ids are unique per source.
+//!
+//! What the slots of one schedule share (place key, practitioner, structure, phone) is held
+//! behind an `Arc`: normalising a slot copies pointers, not strings (a 1 M-slot feed has a
+//! few thousand practitioners).
 
 use super::{InseeCode, LatLon, Postcode};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// How a place's position was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -84,12 +89,12 @@ impl AppointmentType {
             Self::Walkin => "WALKIN",
         }
     }
+    /// The code, ASCII case ignored (no allocation: it runs once per slot).
     pub fn parse(s: &str) -> Option<Self> {
-        match s.trim().to_ascii_uppercase().as_str() {
-            "ROUTINE" => Some(Self::Routine),
-            "WALKIN" => Some(Self::Walkin),
-            _ => None,
-        }
+        let s = s.trim();
+        [Self::Routine, Self::Walkin]
+            .into_iter()
+            .find(|x| x.code().eq_ignore_ascii_case(s))
     }
 }
 
@@ -112,14 +117,12 @@ impl Audience {
             Self::Cpts => "CPTS",
         }
     }
+    /// The code, ASCII case ignored (no allocation: it runs once per slot).
     pub fn parse(s: &str) -> Option<Self> {
-        match s.trim().to_ascii_uppercase().as_str() {
-            "PUBLIC" => Some(Self::Public),
-            "PRO" => Some(Self::Pro),
-            "SNP" => Some(Self::Snp),
-            "CPTS" => Some(Self::Cpts),
-            _ => None,
-        }
+        let s = s.trim();
+        [Self::Public, Self::Pro, Self::Snp, Self::Cpts]
+            .into_iter()
+            .find(|x| x.code().eq_ignore_ascii_case(s))
     }
     /// Bit used in [`AudienceSet`].
     const fn bit(self) -> u8 {
@@ -206,15 +209,12 @@ impl StructureKind {
             Self::Other => "OTHER",
         }
     }
+    /// The code, ASCII case ignored.
     pub fn parse(s: &str) -> Option<Self> {
-        match s.trim().to_ascii_uppercase().as_str() {
-            "CPTS" => Some(Self::Cpts),
-            "MSP" => Some(Self::Msp),
-            "CDS" => Some(Self::Cds),
-            "SOS" => Some(Self::Sos),
-            "OTHER" => Some(Self::Other),
-            _ => None,
-        }
+        let s = s.trim();
+        [Self::Cpts, Self::Msp, Self::Cds, Self::Sos, Self::Other]
+            .into_iter()
+            .find(|x| x.code().eq_ignore_ascii_case(s))
     }
 }
 
@@ -240,10 +240,10 @@ pub struct Structure {
 }
 
 /// A consultation place, unique within a feed by `key`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Place {
     /// Feed-local identifier (resource id, or a key derived from the address).
-    pub key: String,
+    pub key: Arc<str>,
     pub name: Option<String>,
     pub address: Option<String>,
     pub postcode: Option<Postcode>,
@@ -255,7 +255,7 @@ pub struct Place {
 }
 
 /// One normalised slot.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Slot {
     /// Identifier in the publisher's system; unique per source.
     pub external_id: String,
@@ -263,16 +263,15 @@ pub struct Slot {
     pub end: DateTime<Utc>,
     pub status: FeedStatus,
     /// Key of the [`Place`] in the same feed.
-    pub place_key: String,
-    pub practitioner: Option<Practitioner>,
-    pub structure: Option<Structure>,
+    pub place_key: Arc<str>,
+    pub practitioner: Option<Arc<Practitioner>>,
+    pub structure: Option<Arc<Structure>>,
     pub modality: Modality,
     pub appointment_type: Option<AppointmentType>,
-    #[serde(skip)]
     pub audience: AudienceSet,
     pub surnumeraire: bool,
     pub booking_url: Option<String>,
-    pub booking_phone: Option<String>,
+    pub booking_phone: Option<Arc<str>>,
     /// How many patients the slot can take (SMART SL slot-capacity); 1 when not given.
     pub capacity: u32,
 }

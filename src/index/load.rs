@@ -3,13 +3,15 @@
 use super::{PlaceEntry, Provider, SlotEntry, SlotIndex, Snapshot, SourceMeta};
 use crate::config::Settings;
 use crate::domain::LatLon;
-use crate::domain::slot::{AppointmentType, AudienceSet, LocationPrecision, Modality};
-use crate::store::slots::{PlaceRow, SlotRow};
+use crate::domain::slot::{
+    AppointmentType, AudienceSet, FeedStatus, LocationPrecision, Modality, NormalizedFeed,
+};
+use crate::store::slots::{PlaceRow, SlotRow, WrittenIds};
 use crate::store::sources::SourceRow;
 use crate::store::{DbConn, StoreError};
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
+use std::sync::{Arc, Mutex};
 
 /// Places with their slots (sorted by start), and the operator state found in the rows
 /// (`(slot id, unavailable until)`). Places of unknown sources, or with no slot, are left out.
@@ -18,17 +20,44 @@ pub fn build_places(
     slots: Vec<SlotRow>,
     sources: &HashMap<i64, Arc<SourceMeta>>,
 ) -> (Vec<Arc<PlaceEntry>>, Vec<(i64, i64)>) {
-    let mut by_place: HashMap<i64, Vec<SlotEntry>> = HashMap::new();
+    let mut b = Builder::default();
+    for r in slots {
+        b.add_row(r);
+    }
+    (b.places(places, sources), b.taken)
+}
+
+/// Slot entries grouped by place, with providers shared by value.
+#[derive(Default)]
+struct Builder {
+    by_place: HashMap<i64, Vec<SlotEntry>>,
     // `Provider`'s JSON cache has interior mutability but takes no part in its hash or equality
     #[allow(clippy::mutable_key_type)]
-    let mut providers: HashMap<Provider, Arc<Provider>> = HashMap::new();
-    let mut taken = Vec::new();
-    for r in slots {
-        if r.appointment_id.is_some() {
-            taken.push((r.id, i64::MAX));
-        } else if let Some(until) = r.held_until {
-            taken.push((r.id, until));
+    providers: HashMap<Provider, Arc<Provider>>,
+    taken: Vec<(i64, i64)>,
+}
+
+impl Builder {
+    fn provider(&mut self, provider: Provider) -> Arc<Provider> {
+        if let Some(p) = self.providers.get(&provider) {
+            return p.clone();
         }
+        let p = Arc::new(provider.clone());
+        self.providers.insert(provider, p.clone());
+        p
+    }
+
+    /// Operator state of a stored row.
+    fn note_taken(&mut self, r: &SlotRow) {
+        if r.appointment_id.is_some() {
+            self.taken.push((r.id, i64::MAX));
+        } else if let Some(until) = r.held_until {
+            self.taken.push((r.id, until));
+        }
+    }
+
+    fn add_row(&mut self, r: SlotRow) {
+        self.note_taken(&r);
         let provider = Provider {
             practitioner_id: r.practitioner_id,
             practitioner_name: r.practitioner_name,
@@ -40,56 +69,66 @@ pub fn build_places(
             booking_phone: r.booking_phone,
             json: Default::default(),
         };
-        let provider = providers
-            .entry(provider.clone())
-            .or_insert_with(|| Arc::new(provider))
-            .clone();
+        let provider = self.provider(provider);
         let mut audience = AudienceSet::default();
         audience.0 = u8::try_from(r.audience).unwrap_or(0);
-        by_place.entry(r.place_id).or_default().push(SlotEntry {
-            id: r.id,
-            start: r.start_at,
-            end: r.end_at,
-            modality: Modality::parse(&r.modality).unwrap_or(Modality::Ambulatory),
-            audience,
-            surnumeraire: r.surnumeraire,
-            offered: r.feed_status == "free" && r.removed_from_feed_at.is_none(),
-            capacity: u32::try_from(r.capacity).unwrap_or(1),
-            provider,
-            external_id: r.external_id.into_boxed_str(),
-            booking_url: r.booking_url.map(String::into_boxed_str),
-            appointment_type: r
-                .appointment_type
-                .as_deref()
-                .and_then(AppointmentType::parse)
-                .map(AppointmentType::code),
-        });
+        self.by_place
+            .entry(r.place_id)
+            .or_default()
+            .push(SlotEntry {
+                id: r.id,
+                start: r.start_at,
+                end: r.end_at,
+                modality: Modality::parse(&r.modality).unwrap_or(Modality::Ambulatory),
+                audience,
+                surnumeraire: r.surnumeraire,
+                offered: r.feed_status == "free" && r.removed_from_feed_at.is_none(),
+                capacity: u32::try_from(r.capacity).unwrap_or(1),
+                provider,
+                external_id: r.external_id.into_boxed_str(),
+                booking_url: r.booking_url.map(String::into_boxed_str),
+                appointment_type: r
+                    .appointment_type
+                    .as_deref()
+                    .and_then(AppointmentType::parse)
+                    .map(AppointmentType::code),
+            });
     }
-    let mut out = Vec::with_capacity(places.len());
-    for p in places {
-        let (Some(source), Some(mut slots)) = (sources.get(&p.source_id), by_place.remove(&p.id))
-        else {
-            continue;
-        };
-        slots.sort_by_key(|s| (s.start, s.id));
-        let Ok(position) = LatLon::new(p.lat, p.lon) else {
-            continue;
-        };
-        out.push(Arc::new(PlaceEntry {
-            id: p.id,
-            source: source.clone(),
-            position,
-            precision: LocationPrecision::parse(&p.precision).unwrap_or(LocationPrecision::Commune),
-            name: p.name,
-            address: p.address,
-            postcode: p.postcode,
-            city: p.city,
-            insee: p.insee,
-            slots,
-            json: Default::default(),
-        }));
+
+    /// The place entries of `places` that have slots, each with its slots sorted by start.
+    fn places(
+        &mut self,
+        places: Vec<PlaceRow>,
+        sources: &HashMap<i64, Arc<SourceMeta>>,
+    ) -> Vec<Arc<PlaceEntry>> {
+        let mut out = Vec::with_capacity(places.len());
+        for p in places {
+            let (Some(source), Some(mut slots)) =
+                (sources.get(&p.source_id), self.by_place.remove(&p.id))
+            else {
+                continue;
+            };
+            slots.sort_by_key(|s| (s.start, s.id));
+            let Ok(position) = LatLon::new(p.lat, p.lon) else {
+                continue;
+            };
+            out.push(Arc::new(PlaceEntry {
+                id: p.id,
+                source: source.clone(),
+                position,
+                precision: LocationPrecision::parse(&p.precision)
+                    .unwrap_or(LocationPrecision::Commune),
+                name: p.name,
+                address: p.address,
+                postcode: p.postcode,
+                city: p.city,
+                insee: p.insee,
+                slots,
+                json: Default::default(),
+            }));
+        }
+        out
     }
-    (out, taken)
 }
 
 /// How long a source's data stays fresh: 24 h (configurable) after a push, or
@@ -145,11 +184,127 @@ pub fn reload_source(
     let row = crate::store::sources::get(conn, source_id)?;
     let meta = source_meta(&row, settings);
     let sources = HashMap::from([(row.id, meta.clone())]);
+    let lap = std::time::Instant::now();
     let (places, slots) = crate::store::slots::load_for_index(conn, Some(source_id), now)?;
+    tracing::debug!(ms = lap.elapsed().as_millis() as u64, "reload: rows read");
     let (places, taken) = build_places(places, slots, &sources);
+    tracing::debug!(
+        ms = lap.elapsed().as_millis() as u64,
+        "reload: entries built"
+    );
     for (slot, until) in taken {
         index.mark_taken(slot, until);
     }
     index.replace_source(meta, places);
+    Ok(())
+}
+
+/// Reloads one source right after its snapshot `seq` committed, building the entries of the
+/// slots it wrote from `feed` and the row ids the store returned (`ids`), instead of reading
+/// every row back. Rows the snapshot did not write but the index shows (not ended: history
+/// still running, held or booked slots that left the feed) and the operator state are read.
+///
+/// Reloads are serialised, and one whose snapshot is no longer the source's latest falls back
+/// to [`reload_source`]: the index never goes back to an older snapshot.
+#[allow(clippy::too_many_arguments)]
+pub fn reload_source_from_feed(
+    conn: &mut DbConn,
+    settings: &Settings,
+    index: &SlotIndex,
+    source_id: i64,
+    now: i64,
+    seq: i64,
+    feed: &NormalizedFeed,
+    ids: &WrittenIds,
+) -> Result<(), StoreError> {
+    static RELOAD: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = RELOAD.lock().unwrap_or_else(|e| e.into_inner());
+    let row = crate::store::sources::get(conn, source_id)?;
+    if row.snapshot_seq != seq {
+        return reload_source(conn, settings, index, source_id, now);
+    }
+    let meta = source_meta(&row, settings);
+    let sources = HashMap::from([(row.id, meta.clone())]);
+    let lap = std::time::Instant::now();
+    let (places, kept, written_taken) =
+        crate::store::slots::index_extras(conn, source_id, seq, now)?;
+    tracing::debug!(ms = lap.elapsed().as_millis() as u64, "reload: extras read");
+    let mut b = Builder::default();
+    for r in &written_taken {
+        b.note_taken(r);
+    }
+    for r in kept {
+        b.add_row(r);
+    }
+    // Providers are shared per schedule in the feed: look them up by pointer first.
+    type Key = (usize, usize, usize);
+    let mut by_ptr: HashMap<Key, Arc<Provider>> = HashMap::new();
+    for s in &feed.slots {
+        let end = crate::store::to_epoch(s.end);
+        // Slots the snapshot did not write (withdrawn `entered-in-error`) have no id.
+        let (Some(&id), Some(&place_id)) = (
+            ids.slots.get(s.external_id.as_str()),
+            ids.places.get(&*s.place_key),
+        ) else {
+            continue;
+        };
+        if end <= now {
+            continue;
+        }
+        let key = (
+            s.practitioner
+                .as_ref()
+                .map_or(0, |p| Arc::as_ptr(p) as usize),
+            s.structure.as_ref().map_or(0, |x| Arc::as_ptr(x) as usize),
+            s.booking_phone
+                .as_ref()
+                .map_or(0, |x| Arc::as_ptr(x) as *const u8 as usize),
+        );
+        let provider = match by_ptr.get(&key) {
+            Some(p) => p.clone(),
+            None => {
+                let pr = s.practitioner.as_deref();
+                let st = s.structure.as_deref();
+                let p = b.provider(Provider {
+                    practitioner_id: pr.and_then(|p| p.national_id.clone()),
+                    practitioner_name: pr.and_then(|p| p.name.clone()),
+                    profession: pr.and_then(|p| p.profession.clone()),
+                    specialty: pr.and_then(|p| p.specialty.clone()),
+                    structure_kind: st.map(|x| x.kind.code().to_string()),
+                    structure_id: st.and_then(|x| x.national_id.clone()),
+                    structure_name: st.and_then(|x| x.name.clone()),
+                    booking_phone: s.booking_phone.as_deref().map(str::to_string),
+                    json: Default::default(),
+                });
+                by_ptr.insert(key, p.clone());
+                p
+            }
+        };
+        // The same conversions as a round trip through the row.
+        let capacity = i32::try_from(s.capacity).unwrap_or(i32::MAX);
+        b.by_place.entry(place_id).or_default().push(SlotEntry {
+            id,
+            start: crate::store::to_epoch(s.start),
+            end,
+            modality: s.modality,
+            audience: s.audience,
+            surnumeraire: s.surnumeraire,
+            offered: s.status == FeedStatus::Free,
+            capacity: u32::try_from(capacity).unwrap_or(1),
+            provider,
+            external_id: s.external_id.as_str().into(),
+            booking_url: s.booking_url.as_deref().map(Into::into),
+            appointment_type: s.appointment_type.map(AppointmentType::code),
+        });
+    }
+    let entries = b.places(places, &sources);
+    tracing::debug!(
+        ms = lap.elapsed().as_millis() as u64,
+        "reload: entries built"
+    );
+    for (slot, until) in std::mem::take(&mut b.taken) {
+        index.mark_taken(slot, until);
+    }
+    index.replace_source(meta, entries);
     Ok(())
 }

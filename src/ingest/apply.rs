@@ -59,10 +59,14 @@ pub async fn apply(
             horizon,
             resolver: geo.as_ref(),
         };
-        super::ingest(format, &bytes, &ctx)
+        let t = std::time::Instant::now();
+        let parsed = super::ingest(format, &bytes, &ctx);
+        drop(bytes); // the body can be large: free it before the database phase
+        (parsed, t.elapsed())
     })
     .await
     .map_err(|e| ApplyError::Task(e.to_string()))?;
+    let (parsed, parse_time) = parsed;
     let at = now.timestamp();
     let outcome = match parsed {
         Ok(o) => o,
@@ -91,7 +95,8 @@ pub async fn apply(
         .db
         .run_long(move |c| {
             let final_report = std::cell::RefCell::new(Value::Null);
-            crate::store::slots::replace_snapshot(
+            let t = std::time::Instant::now();
+            let written = crate::store::slots::replace_snapshot(
                 c,
                 source_id,
                 &cpts_id,
@@ -105,8 +110,27 @@ pub async fn apply(
                     text
                 },
             )?;
+            let store_time = t.elapsed();
             // The database committed: now the index (readers switch to the new snapshot at once).
-            crate::index::load::reload_source(c, &st.settings, &st.index, source_id, at)?;
+            let t = std::time::Instant::now();
+            crate::index::load::reload_source_from_feed(
+                c,
+                &st.settings,
+                &st.index,
+                source_id,
+                at,
+                written.seq,
+                &outcome.feed,
+                &written.ids,
+            )?;
+            tracing::info!(
+                source_id,
+                slots = outcome.feed.slots.len(),
+                parse_ms = parse_time.as_millis() as u64,
+                store_ms = store_time.as_millis() as u64,
+                index_ms = t.elapsed().as_millis() as u64,
+                "feed applied"
+            );
             Ok(final_report.into_inner())
         })
         .await;

@@ -27,6 +27,7 @@ use crate::domain::slot::{
     AppointmentType, Audience, AudienceSet, Modality, Practitioner, Structure, StructureKind,
 };
 use std::borrow::Cow;
+use std::sync::Arc;
 
 /// The fields a CSV column can feed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -334,7 +335,7 @@ fn row<'r>(
         specialty: get(Column::Specialty).map(str::to_string),
     };
     if p != Practitioner::default() {
-        d.practitioner = Some(p);
+        d.practitioner = Some(Arc::new(p));
     }
     let (st_type, st_id, st_name) = (
         get(Column::StructureType),
@@ -365,11 +366,11 @@ fn row<'r>(
             }
             id
         });
-        d.structure = Some(Structure {
+        d.structure = Some(Arc::new(Structure {
             kind,
             national_id,
             name: st_name.map(str::to_string),
-        });
+        }));
     }
     if let Some(m) = get(Column::Modality) {
         match Modality::parse(m) {
@@ -385,7 +386,9 @@ fn row<'r>(
         }
     }
     d.booking_url = get(Column::BookingUrl).map(str::to_string);
-    d.booking_phone = get(Column::BookingPhone).and_then(normalize_phone);
+    d.booking_phone = get(Column::BookingPhone)
+        .and_then(normalize_phone)
+        .map(Arc::from);
     if let Some(v) = get(Column::Surnumeraire) {
         match fold_name(v).as_str() {
             "oui" | "o" | "yes" | "y" | "1" | "true" | "vrai" | "x" => d.surnumeraire = true,

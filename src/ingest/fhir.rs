@@ -26,8 +26,8 @@
 //! - statuses: `free` → Free, `busy*` → Busy, `entered-in-error` → `removed_ids`.
 
 use super::fhir_dto::{
-    Bundle, CodeableConcept, ContactPoint, Identifier, Reference, Resource, SlotResource,
-    TypedBundle, TypedEntry,
+    Bundle, CodeableConcept, ContactPoint, Identifier, Reference, Resource, SlotConcept,
+    SlotResource, TypedBundle, TypedEntry,
 };
 use super::normalize::{
     EndSpec, FastMap, Normalizer, OID_IDNPS, OID_IDNST, PlaceId, PlaceInput, Rejection, SlotDraft,
@@ -41,6 +41,7 @@ use crate::domain::slot::{
 };
 use serde::Deserialize;
 use std::borrow::Cow;
+use std::sync::Arc;
 
 /// R5 backport extension linking a CPTS slot to its HealthcareService.
 pub const EXT_SLOT_SERVICE_TYPE: &str =
@@ -249,8 +250,7 @@ impl<'v> Graph<'v> {
     }
 }
 
-/// What every slot of one Schedule shares.
-#[derive(Clone)]
+/// What every slot of one Schedule shares, as read.
 struct ScheduleCtx {
     place: Result<PlaceId, Rejection>,
     practitioner: Option<Practitioner>,
@@ -258,12 +258,34 @@ struct ScheduleCtx {
     phone: Option<String>,
 }
 
+/// A [`ScheduleCtx`] behind `Arc`s: each slot of the schedule gets pointers, not copies.
+#[derive(Clone)]
+struct SharedSchedule {
+    place: Result<PlaceId, Rejection>,
+    practitioner: Option<Arc<Practitioner>>,
+    structure: Option<Arc<Structure>>,
+    phone: Option<Arc<str>>,
+}
+
+impl From<ScheduleCtx> for SharedSchedule {
+    fn from(c: ScheduleCtx) -> Self {
+        Self {
+            place: c.place,
+            practitioner: c.practitioner.map(Arc::new),
+            structure: c.structure.map(Arc::new),
+            phone: c.phone.map(Arc::from),
+        }
+    }
+}
+
 /// Resolves and normalises slots against a complete graph (shared by SAS bundles and SMART
 /// SL), caching what every slot of a Schedule or HealthcareService shares.
 #[derive(Default)]
 pub(crate) struct SlotEmitter {
-    schedules: FastMap<usize, ScheduleCtx>,
-    services: FastMap<usize, Result<Structure, Rejection>>,
+    schedules: FastMap<usize, SharedSchedule>,
+    services: FastMap<usize, Result<Arc<Structure>, Rejection>>,
+    /// Booking phones by value as written (slots of a schedule usually repeat one number).
+    phones: FastMap<Box<str>, Option<Arc<str>>>,
 }
 
 impl SlotEmitter {
@@ -284,7 +306,7 @@ impl SlotEmitter {
                 Some((i, s)) if s.resource_type.as_deref() == Some("Schedule") => Ok(self
                     .schedules
                     .entry(i)
-                    .or_insert_with(|| schedule_ctx(graph, s, norm))
+                    .or_insert_with(|| schedule_ctx(graph, s, norm).into())
                     .clone()),
                 _ => Err(Rejection::new(
                     reason::UNRESOLVED_REFERENCE,
@@ -310,7 +332,7 @@ impl SlotEmitter {
             &slot,
             &mut d,
             graph,
-            &mut self.services,
+            self,
             norm,
             line,
             at_id.as_deref().unwrap_or(""),
@@ -324,7 +346,7 @@ fn read_slot_details<'v>(
     slot: &SlotResource<'_>,
     d: &mut SlotDraft<'_, '_>,
     graph: &Graph<'v>,
-    services: &mut FastMap<usize, Result<Structure, Rejection>>,
+    caches: &mut SlotEmitter,
     norm: &mut Normalizer<'_, 'v>,
     line: Option<usize>,
     id: &str,
@@ -334,7 +356,7 @@ fn read_slot_details<'v>(
         resource: Some(("Slot", id)),
     };
     let mut modality = None;
-    let mut cpts: Option<Result<Structure, Rejection>> = None;
+    let mut cpts: Option<Result<Arc<Structure>, Rejection>> = None;
     for st in &slot.service_type {
         if modality.is_none() {
             modality = st.coding.iter().find_map(|c| match c.code.as_deref()? {
@@ -353,9 +375,10 @@ fn read_slot_details<'v>(
             let reference = r.value_reference.as_ref();
             cpts = Some(match reference.and_then(|r| r.reference.as_deref()) {
                 Some(rf) => match graph.get(rf) {
-                    Some((i, hs)) => services
+                    Some((i, hs)) => caches
+                        .services
                         .entry(i)
-                        .or_insert_with(|| healthcare_service(graph, hs))
+                        .or_insert_with(|| healthcare_service(graph, hs).map(Arc::new))
                         .clone(),
                     None => Err(Rejection::new(
                         reason::UNRESOLVED_REFERENCE,
@@ -387,7 +410,7 @@ fn read_slot_details<'v>(
         }
         d.audience = aud;
     }
-    if let Some(at_code) = slot.appointment_type.as_ref().and_then(first_code) {
+    if let Some(at_code) = slot.appointment_type.as_ref().and_then(first_slot_code) {
         d.appointment_type = AppointmentType::parse(at_code);
         if d.appointment_type.is_none() {
             norm.report.warn(reason::IGNORED_VALUE, at, || {
@@ -395,10 +418,11 @@ fn read_slot_details<'v>(
             });
         }
     }
-    if let Some(spec) = slot.specialty.iter().find_map(first_code)
+    if let Some(spec) = slot.specialty.iter().find_map(first_slot_code)
         && let Some(p) = d.practitioner.as_mut()
+        && p.specialty.as_deref() != Some(spec)
     {
-        p.specialty = Some(spec.to_string());
+        Arc::make_mut(p).specialty = Some(spec.to_string());
     }
     for e in &slot.extension {
         match e.url.as_deref() {
@@ -414,8 +438,18 @@ fn read_slot_details<'v>(
                 }
             }
             Some(EXT_BOOKING_PHONE) => {
-                if let Some(p) = e.value_string.as_deref().and_then(normalize_phone) {
-                    d.booking_phone = Some(p);
+                if let Some(raw) = e.value_string.as_deref() {
+                    let p = match caches.phones.get(raw) {
+                        Some(p) => p.clone(),
+                        None => {
+                            let p: Option<Arc<str>> = normalize_phone(raw).map(Arc::from);
+                            caches.phones.insert(raw.into(), p.clone());
+                            p
+                        }
+                    };
+                    if p.is_some() {
+                        d.booking_phone = p;
+                    }
                 }
             }
             Some(EXT_SLOT_CAPACITY) => match e.value_integer {
@@ -434,6 +468,12 @@ fn read_slot_details<'v>(
     {
         d.booking_url = Some(c.to_string());
     }
+}
+
+fn first_slot_code<'x>(cc: &'x SlotConcept<'_>) -> Option<&'x str> {
+    cc.coding
+        .iter()
+        .find_map(|c| c.code.as_deref().map(str::trim).filter(|c| !c.is_empty()))
 }
 
 fn first_code<'x>(cc: &'x CodeableConcept<'_>) -> Option<&'x str> {

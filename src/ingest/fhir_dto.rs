@@ -106,7 +106,9 @@ pub struct Resource<'a> {
     pub provided_by: Option<Reference<'a>>,
 }
 
-/// A Slot: only its own elements, so that the hot path moves a small struct.
+/// A Slot: only the elements slot normalisation reads, in slim types (codes without
+/// system/display, references without identifier…), so that the hot path fills, moves and
+/// drops small structs. Elements left out are skipped by the parser.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct SlotResource<'a> {
@@ -115,11 +117,11 @@ pub struct SlotResource<'a> {
     #[serde(borrow)]
     pub id: Option<Str<'a>>,
     #[serde(borrow)]
-    pub meta: Option<Meta<'a>>,
+    pub meta: Option<SlotMeta<'a>>,
     #[serde(borrow)]
-    pub extension: Vec<Extension<'a>>,
+    pub extension: Vec<SlotExtension<'a>>,
     #[serde(borrow)]
-    pub schedule: Option<Reference<'a>>,
+    pub schedule: Option<SlotReference<'a>>,
     #[serde(borrow)]
     pub status: Option<Str<'a>>,
     #[serde(borrow)]
@@ -129,11 +131,97 @@ pub struct SlotResource<'a> {
     #[serde(borrow)]
     pub comment: Option<Str<'a>>,
     #[serde(borrow, deserialize_with = "one_or_many")]
-    pub service_type: Vec<CodeableConcept<'a>>,
+    pub service_type: Vec<SlotConcept<'a>>,
     #[serde(borrow, deserialize_with = "one_or_many")]
-    pub specialty: Vec<CodeableConcept<'a>>,
+    pub specialty: Vec<SlotConcept<'a>>,
     #[serde(borrow)]
-    pub appointment_type: Option<CodeableConcept<'a>>,
+    pub appointment_type: Option<SlotConcept<'a>>,
+}
+
+/// `Slot.meta`: the audience codes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SlotMeta<'a> {
+    #[serde(borrow, deserialize_with = "one_or_many")]
+    pub security: Vec<SlotCoding<'a>>,
+}
+
+/// A coding as a slot uses it: the code only.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SlotCoding<'a> {
+    #[serde(borrow)]
+    pub code: Option<Str<'a>>,
+}
+
+/// A CodeableConcept as a slot uses it: codes, and extensions (the R5 serviceType link).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SlotConcept<'a> {
+    #[serde(borrow, deserialize_with = "one_or_many")]
+    pub coding: Vec<SlotCoding<'a>>,
+    #[serde(borrow)]
+    pub extension: Vec<SlotExtension<'a>>,
+}
+
+/// A literal reference only.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SlotReference<'a> {
+    #[serde(borrow)]
+    pub reference: Option<Str<'a>>,
+}
+
+/// An extension as a slot uses it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct SlotExtension<'a> {
+    #[serde(borrow)]
+    pub url: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub value_url: Option<Str<'a>>,
+    #[serde(borrow)]
+    pub value_string: Option<Str<'a>>,
+    pub value_integer: Option<i64>,
+    pub value_boolean: Option<bool>,
+    #[serde(borrow)]
+    pub value_reference: Option<SlotReference<'a>>,
+}
+
+impl<'a> From<Coding<'a>> for SlotCoding<'a> {
+    fn from(c: Coding<'a>) -> Self {
+        Self { code: c.code }
+    }
+}
+
+impl<'a> From<Reference<'a>> for SlotReference<'a> {
+    fn from(r: Reference<'a>) -> Self {
+        Self {
+            reference: r.reference,
+        }
+    }
+}
+
+impl<'a> From<Extension<'a>> for SlotExtension<'a> {
+    fn from(e: Extension<'a>) -> Self {
+        Self {
+            url: e.url,
+            value_url: e.value_url,
+            value_string: e.value_string,
+            value_integer: e.value_integer,
+            value_boolean: e.value_boolean,
+            value_reference: e.value_reference.map(Into::into),
+        }
+    }
+}
+
+impl<'a> From<CodeableConcept<'a>> for SlotConcept<'a> {
+    fn from(c: CodeableConcept<'a>) -> Self {
+        Self {
+            coding: c.coding.into_iter().map(Into::into).collect(),
+            extension: c.extension.into_iter().map(Into::into).collect(),
+        }
+    }
 }
 
 impl<'a> From<Resource<'a>> for SlotResource<'a> {
@@ -141,16 +229,18 @@ impl<'a> From<Resource<'a>> for SlotResource<'a> {
         Self {
             resource_type: r.resource_type,
             id: r.id,
-            meta: r.meta,
-            extension: r.extension,
-            schedule: r.schedule,
+            meta: r.meta.map(|m| SlotMeta {
+                security: m.security.into_iter().map(Into::into).collect(),
+            }),
+            extension: r.extension.into_iter().map(Into::into).collect(),
+            schedule: r.schedule.map(Into::into),
             status: r.status,
             start: r.start,
             end: r.end,
             comment: r.comment,
-            service_type: r.service_type,
-            specialty: r.specialty,
-            appointment_type: r.appointment_type,
+            service_type: r.service_type.into_iter().map(Into::into).collect(),
+            specialty: r.specialty.into_iter().map(Into::into).collect(),
+            appointment_type: r.appointment_type.map(Into::into),
         }
     }
 }

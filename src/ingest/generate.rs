@@ -30,6 +30,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// A town places are generated around: (name, postcode, interior point, population).
 pub type GenTown = (String, Postcode, LatLon, u32);
@@ -177,9 +178,9 @@ fn generate_inner(spec: &GenSpec, accept: &dyn Fn(LatLon) -> bool) -> GeneratedF
     let total_pop: u64 = towns.iter().map(|t| u64::from(t.3.max(1))).sum();
     let n_places = spec.places.max(1);
     struct GenPlace {
-        phone: Option<String>,
-        practitioners: Vec<Practitioner>,
-        structure: Option<Structure>,
+        phone: Option<Arc<str>>,
+        practitioners: Vec<Arc<Practitioner>>,
+        structure: Option<Arc<Structure>>,
     }
     let mut places = Vec::with_capacity(n_places);
     let mut gen_places = Vec::with_capacity(n_places);
@@ -225,7 +226,7 @@ fn generate_inner(spec: &GenSpec, accept: &dyn Fn(LatLon) -> bool) -> GeneratedF
             STREETS[rng.random_range(0..STREETS.len())]
         );
         places.push(Place {
-            key: format!("Location/p{i}"),
+            key: format!("Location/p{i}").into(),
             name: Some(name),
             address: Some(address),
             postcode: Some(postcode.clone()),
@@ -235,10 +236,12 @@ fn generate_inner(spec: &GenSpec, accept: &dyn Fn(LatLon) -> bool) -> GeneratedF
             precision: LocationPrecision::Exact,
         });
         let ti = ti.unwrap_or(0);
-        let structure = rng.random_bool(0.3).then(|| Structure {
-            kind: StructureKind::Cpts,
-            national_id: Some(format!("1{:09}", 440_000_000 + ti as u64 * 1_013)),
-            name: Some(format!("CPTS {town_name}")),
+        let structure = rng.random_bool(0.3).then(|| {
+            Arc::new(Structure {
+                kind: StructureKind::Cpts,
+                national_id: Some(format!("1{:09}", 440_000_000 + ti as u64 * 1_013)),
+                name: Some(format!("CPTS {town_name}")),
+            })
         });
         let practitioners = (0..rng.random_range(1..=3))
             .map(|_| {
@@ -247,7 +250,7 @@ fn generate_inner(spec: &GenSpec, accept: &dyn Fn(LatLon) -> bool) -> GeneratedF
                     1 => ("50", None),
                     _ => ("10", Some("SM54".to_string())),
                 };
-                Practitioner {
+                Arc::new(Practitioner {
                     national_id: Some(format!("810{:09}", rng.random_range(0..1_000_000_000u64))),
                     name: Some(format!(
                         "{} {}",
@@ -256,12 +259,12 @@ fn generate_inner(spec: &GenSpec, accept: &dyn Fn(LatLon) -> bool) -> GeneratedF
                     )),
                     profession: Some(profession.to_string()),
                     specialty,
-                }
+                })
             })
             .collect();
         let phone = rng
             .random_bool(0.8)
-            .then(|| format!("+332{:08}", rng.random_range(0..100_000_000u64)));
+            .then(|| Arc::from(format!("+332{:08}", rng.random_range(0..100_000_000u64))));
         gen_places.push(GenPlace {
             phone,
             practitioners,
@@ -383,7 +386,7 @@ fn resources(feed: &NormalizedFeed) -> Resources {
             loc["address"] = Value::Object(address);
         }
         others.push(loc);
-        loc_ids.insert(p.key.as_str(), id);
+        loc_ids.insert(&*p.key, id);
     }
     type PractitionerKey<'f> = Option<(
         Option<&'f String>,
@@ -403,13 +406,13 @@ fn resources(feed: &NormalizedFeed) -> Resources {
                 p.specialty.as_ref(),
             )
         });
-        let sched_key = (s.place_key.as_str(), pkey);
+        let sched_key = (&*s.place_key, pkey);
         let n = schedules.len();
         let sid = schedules
             .entry(sched_key)
             .or_insert_with(|| {
                 let sid = format!("sch-{n}");
-                let loc = loc_ids.get(s.place_key.as_str()).cloned().unwrap_or_default();
+                let loc = loc_ids.get(&*s.place_key).cloned().unwrap_or_default();
                 let mut actors = vec![json!({"reference": format!("Location/{loc}")})];
                 if let Some(p) = &s.practitioner {
                     let rid = format!("role-{n}");
@@ -509,7 +512,7 @@ fn slot_resource(s: &Slot, schedule: &str, hs: Option<&str>, sas: bool) -> Value
         }
     }
     if let Some(p) = &s.booking_phone {
-        ext.push(json!({"url": EXT_BOOKING_PHONE, "valueString": p}));
+        ext.push(json!({"url": EXT_BOOKING_PHONE, "valueString": &**p}));
     }
     if s.capacity != 1 {
         ext.push(json!({"url": super::fhir::EXT_SLOT_CAPACITY, "valueInteger": s.capacity}));
@@ -601,7 +604,7 @@ pub fn to_csv(feed: &NormalizedFeed, delimiter: u8) -> Vec<u8> {
         "capacity",
     ];
     w.write_record(header).expect("in-memory write");
-    let places: HashMap<&str, &Place> = feed.places.iter().map(|p| (p.key.as_str(), p)).collect();
+    let places: HashMap<&str, &Place> = feed.places.iter().map(|p| (&*p.key, p)).collect();
     let time = |t: DateTime<Utc>| -> String {
         if !french {
             return t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
@@ -626,7 +629,7 @@ pub fn to_csv(feed: &NormalizedFeed, delimiter: u8) -> Vec<u8> {
         }
     };
     for s in &feed.slots {
-        let p = places.get(s.place_key.as_str());
+        let p = places.get(&*s.place_key);
         let pr = s.practitioner.as_ref();
         let st = s.structure.as_ref();
         let opt = |x: Option<&String>| x.cloned().unwrap_or_default();
@@ -653,7 +656,7 @@ pub fn to_csv(feed: &NormalizedFeed, delimiter: u8) -> Vec<u8> {
                 .unwrap_or_default(),
             s.modality.code().to_string(),
             opt(s.booking_url.as_ref()),
-            opt(s.booking_phone.as_ref()),
+            s.booking_phone.as_deref().unwrap_or_default().to_string(),
             if s.surnumeraire { "oui" } else { "non" }.to_string(),
             st.map(|s| s.kind.code().to_string()).unwrap_or_default(),
             opt(st.and_then(|s| s.national_id.as_ref())),

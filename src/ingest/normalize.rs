@@ -28,6 +28,7 @@ use chrono_tz::Europe::Paris;
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 /// The Fx hash (rustc's): much faster than SipHash on short keys. Keys come from one feed of
 /// an authenticated publisher, and a degenerate feed only slows its own ingestion.
@@ -429,14 +430,14 @@ pub(crate) struct SlotDraft<'a, 's> {
     pub start: Option<&'s str>,
     pub end: EndSpec<'s>,
     pub place: Result<PlaceId, Rejection>,
-    pub practitioner: Option<Practitioner>,
-    pub structure: Option<Structure>,
+    pub practitioner: Option<Arc<Practitioner>>,
+    pub structure: Option<Arc<Structure>>,
     pub modality: Modality,
     pub appointment_type: Option<AppointmentType>,
     pub audience: AudienceSet,
     pub surnumeraire: bool,
     pub booking_url: Option<String>,
-    pub booking_phone: Option<String>,
+    pub booking_phone: Option<Arc<str>>,
     pub capacity: u32,
 }
 
@@ -614,7 +615,7 @@ impl<'c, 'a> Normalizer<'c, 'a> {
         };
         let index = self.places.len();
         self.places.push(Place {
-            key: input.key.to_string(),
+            key: Arc::from(input.key.as_ref()),
             name: clean(input.name.as_deref()),
             address: clean(input.address.as_deref()),
             postcode,
@@ -754,10 +755,10 @@ impl<'c, 'a> Normalizer<'c, 'a> {
                 .places
                 .iter()
                 .enumerate()
-                .map(|(i, p)| (p.key.as_str(), i))
+                .map(|(i, p)| (&*p.key, i))
                 .collect();
             for s in &self.slots {
-                if let Some(i) = index.get(s.place_key.as_str()) {
+                if let Some(i) = index.get(&*s.place_key) {
                     used[*i] = true;
                 }
             }

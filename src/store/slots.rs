@@ -38,45 +38,13 @@ macro_rules! upsert_places {
     };
 }
 
-/// `INSERT … ON CONFLICT (source_id, external_id) DO UPDATE` of the feed's columns only: the
-/// operator-state columns are never in the update list.
-macro_rules! upsert_slots {
-    ($values:expr) => {
-        diesel::insert_into(slots::table)
-            .values($values)
-            .on_conflict((slots::source_id, slots::external_id))
-            .do_update()
-            .set((
-                slots::place_id.eq(excluded(slots::place_id)),
-                slots::cpts_id.eq(excluded(slots::cpts_id)),
-                slots::start_at.eq(excluded(slots::start_at)),
-                slots::end_at.eq(excluded(slots::end_at)),
-                slots::feed_status.eq(excluded(slots::feed_status)),
-                slots::practitioner_id.eq(excluded(slots::practitioner_id)),
-                slots::practitioner_name.eq(excluded(slots::practitioner_name)),
-                slots::profession.eq(excluded(slots::profession)),
-                slots::specialty.eq(excluded(slots::specialty)),
-                slots::structure_kind.eq(excluded(slots::structure_kind)),
-                slots::structure_id.eq(excluded(slots::structure_id)),
-                slots::structure_name.eq(excluded(slots::structure_name)),
-                slots::modality.eq(excluded(slots::modality)),
-                slots::appointment_type.eq(excluded(slots::appointment_type)),
-                slots::audience.eq(excluded(slots::audience)),
-                slots::surnumeraire.eq(excluded(slots::surnumeraire)),
-                slots::booking_url.eq(excluded(slots::booking_url)),
-                slots::booking_phone.eq(excluded(slots::booking_phone)),
-                slots::capacity.eq(excluded(slots::capacity)),
-                slots::snapshot_seq.eq(excluded(slots::snapshot_seq)),
-                slots::removed_from_feed_at.eq(None::<i64>),
-            ))
-    };
-}
-
 /// Rows per multi-row statement (well under both backends' bind-parameter limits).
 const CHUNK: usize = 1000;
 
+// `None` is written as NULL, not DEFAULT: SQLite has no DEFAULT in a multi-row VALUES, and
+// diesel would otherwise fall back to one statement per row there.
 #[derive(diesel::Insertable)]
-#[diesel(table_name = places)]
+#[diesel(table_name = places, treat_none_as_default_value = false)]
 struct NewPlace<'a> {
     source_id: i64,
     place_key: &'a str,
@@ -91,8 +59,10 @@ struct NewPlace<'a> {
     snapshot_seq: i64,
 }
 
+/// The feed's columns of a slot row (the operator-state columns are never written by a
+/// feed), as staged before the upsert (see [`stage`]).
 #[derive(diesel::Insertable)]
-#[diesel(table_name = slots)]
+#[diesel(table_name = slots_stage, treat_none_as_default_value = false)]
 struct NewSlot<'a> {
     source_id: i64,
     external_id: &'a str,
@@ -118,6 +88,137 @@ struct NewSlot<'a> {
     snapshot_seq: i64,
 }
 
+/// A snapshot's slots go into this temporary table first (PostgreSQL: binary `COPY`; SQLite:
+/// multi-row plain `INSERT`s), then into `slots`
+/// in one `INSERT … SELECT … ON CONFLICT DO UPDATE`. Diesel never caches an upsert statement
+/// (`ON CONFLICT DO UPDATE` is always prepared again), so upserting chunk by chunk meant
+/// parsing and planning a 22 000-parameter statement a thousand times per million slots.
+mod stage {
+    diesel::table! {
+        slots_stage (external_id) {
+            source_id -> BigInt,
+            external_id -> Text,
+            place_id -> BigInt,
+            cpts_id -> Text,
+            start_at -> BigInt,
+            end_at -> BigInt,
+            feed_status -> Text,
+            practitioner_id -> Nullable<Text>,
+            practitioner_name -> Nullable<Text>,
+            profession -> Nullable<Text>,
+            specialty -> Nullable<Text>,
+            structure_kind -> Nullable<Text>,
+            structure_id -> Nullable<Text>,
+            structure_name -> Nullable<Text>,
+            modality -> Text,
+            appointment_type -> Nullable<Text>,
+            audience -> Integer,
+            surnumeraire -> Bool,
+            booking_url -> Nullable<Text>,
+            booking_phone -> Nullable<Text>,
+            capacity -> Integer,
+            snapshot_seq -> BigInt,
+        }
+    }
+
+    /// PostgreSQL: dropped at the end of the snapshot's transaction (commit or rollback).
+    #[cfg(feature = "postgres")]
+    pub const CREATE_PG: &str = "CREATE TEMPORARY TABLE slots_stage (
+        source_id BIGINT NOT NULL, external_id TEXT NOT NULL, place_id BIGINT NOT NULL,
+        cpts_id TEXT NOT NULL, start_at BIGINT NOT NULL, end_at BIGINT NOT NULL,
+        feed_status TEXT NOT NULL, practitioner_id TEXT, practitioner_name TEXT,
+        profession TEXT, specialty TEXT, structure_kind TEXT, structure_id TEXT,
+        structure_name TEXT, modality TEXT NOT NULL, appointment_type TEXT,
+        audience INTEGER NOT NULL, surnumeraire BOOLEAN NOT NULL, booking_url TEXT,
+        booking_phone TEXT, capacity INTEGER NOT NULL, snapshot_seq BIGINT NOT NULL
+    ) ON COMMIT DROP";
+
+    /// SQLite (no `ON COMMIT DROP`): created inside the transaction (a rollback removes it),
+    /// dropped before the commit.
+    #[cfg(feature = "sqlite")]
+    pub const CREATE_SQLITE: &str = "DROP TABLE IF EXISTS temp.slots_stage;
+    CREATE TEMPORARY TABLE slots_stage (
+        source_id BIGINT NOT NULL, external_id TEXT NOT NULL, place_id BIGINT NOT NULL,
+        cpts_id TEXT NOT NULL, start_at BIGINT NOT NULL, end_at BIGINT NOT NULL,
+        feed_status TEXT NOT NULL, practitioner_id TEXT, practitioner_name TEXT,
+        profession TEXT, specialty TEXT, structure_kind TEXT, structure_id TEXT,
+        structure_name TEXT, modality TEXT NOT NULL, appointment_type TEXT,
+        audience INTEGER NOT NULL, surnumeraire BOOLEAN NOT NULL, booking_url TEXT,
+        booking_phone TEXT, capacity INTEGER NOT NULL, snapshot_seq BIGINT NOT NULL
+    )";
+
+    #[cfg(feature = "sqlite")]
+    pub const DROP_SQLITE: &str = "DROP TABLE temp.slots_stage";
+
+    const COLUMNS: &str = "source_id, external_id, place_id, cpts_id, start_at, end_at, \
+        feed_status, practitioner_id, practitioner_name, profession, specialty, structure_kind, \
+        structure_id, structure_name, modality, appointment_type, audience, surnumeraire, \
+        booking_url, booking_phone, capacity, snapshot_seq";
+
+    /// The staged rows upserted: the feed's columns only (operator state is never in the update
+    /// list), `removed_from_feed_at` cleared.
+    pub fn upsert() -> String {
+        let updated: Vec<String> = COLUMNS
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !matches!(*c, "source_id" | "external_id"))
+            .map(|c| format!("{c} = EXCLUDED.{c}"))
+            .collect();
+        format!(
+            "INSERT INTO slots ({COLUMNS}) SELECT {COLUMNS} FROM slots_stage WHERE true \
+             ON CONFLICT (source_id, external_id) DO UPDATE SET {}, removed_from_feed_at = NULL \
+             RETURNING external_id, id",
+            updated.join(", ")
+        )
+    }
+
+    #[derive(diesel::QueryableByName)]
+    pub struct Written {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        pub external_id: String,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        pub id: i64,
+    }
+}
+use stage::slots_stage;
+
+/// Upserts the slot rows; returns `(external_id, id)` of each.
+fn write_slots(conn: &mut DbConn, rows: &[NewSlot<'_>]) -> Result<Vec<(String, i64)>, StoreError> {
+    match conn {
+        // Multi-row statements of a fixed size: diesel prepares the statement once and keeps
+        // it in its cache (a slice of rows would be parsed again for each chunk).
+        #[cfg(feature = "sqlite")]
+        DbConn::Sqlite(c) => {
+            use diesel::connection::SimpleConnection;
+            let c: &mut diesel::SqliteConnection = c;
+            c.batch_execute(stage::CREATE_SQLITE)?;
+            // Plain multi-row inserts (no ON CONFLICT: SQLite runs them without index lookups).
+            for chunk in rows.chunks(CHUNK) {
+                diesel::insert_into(slots_stage::table)
+                    .values(chunk)
+                    .execute(c)?;
+            }
+            let written: Vec<stage::Written> = diesel::sql_query(stage::upsert()).load(c)?;
+            c.batch_execute(stage::DROP_SQLITE)?;
+            Ok(written.into_iter().map(|w| (w.external_id, w.id)).collect())
+        }
+        #[cfg(feature = "postgres")]
+        DbConn::Postgres(c) => {
+            use diesel::connection::SimpleConnection;
+            let c: &mut diesel::PgConnection = c;
+            // Two statements carry the whole snapshot: they get a bound fit for a million
+            // rows instead of the per-statement default (this transaction only).
+            c.batch_execute("SET LOCAL statement_timeout = '600s'")?;
+            c.batch_execute(stage::CREATE_PG)?;
+            diesel::copy_from(slots_stage::table)
+                .from_insertable(rows)
+                .execute(c)?;
+            let written: Vec<stage::Written> = diesel::sql_query(stage::upsert()).load(c)?;
+            Ok(written.into_iter().map(|w| (w.external_id, w.id)).collect())
+        }
+    }
+}
+
 /// What a snapshot changed.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct SnapshotOutcome {
@@ -127,6 +228,18 @@ pub struct SnapshotOutcome {
     pub removed: u64,
     /// External ids of slots that left the feed while held or booked (kept, reported).
     pub kept_taken: Vec<String>,
+    /// Row ids of what was written, so that the index can be built from the feed itself.
+    #[serde(skip)]
+    pub ids: WrittenIds,
+}
+
+/// Row ids of the places and slots a snapshot wrote (every row it wrote carries its `seq`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WrittenIds {
+    /// `place_key` → `places.id`.
+    pub places: HashMap<String, i64>,
+    /// `external_id` → `slots.id`.
+    pub slots: HashMap<String, i64>,
 }
 
 /// Replaces the slots of `source_id` by `feed` in one write transaction. `deleted` are ids the
@@ -161,7 +274,12 @@ pub fn replace_snapshot(
         .collect();
     let deleted: std::collections::HashSet<&str> = deleted.iter().map(String::as_str).collect();
 
-    super::write_tx(conn, |conn| {
+    // SQLite: a page cache that holds the indexes a large snapshot touches, for this
+    // transaction only (with the default 2 MB, pages are spilled and read back again and
+    // again). Durability is unchanged.
+    sqlite_cache_kib(conn, 512 * 1024)?;
+    let result = super::write_tx(conn, |conn| {
+        let lap = std::time::Instant::now();
         let seq: i64 = db_run!(&mut *conn, |c| sources::table
             .find(source_id)
             .select(sources::snapshot_seq)
@@ -177,34 +295,20 @@ pub fn replace_snapshot(
                     ..*p
                 })
                 .collect();
-            let ids: Vec<(String, i64)> = match &mut *conn {
-                // SQLite cannot combine a multi-row VALUES with ON CONFLICT in diesel: one
-                // prepared statement per row, inside the one transaction.
-                #[cfg(feature = "sqlite")]
-                DbConn::Sqlite(c) => {
-                    let mut out = Vec::with_capacity(rows.len());
-                    for row in &rows {
-                        out.push(
-                            upsert_places!(row)
-                                .returning((places::place_key, places::id))
-                                .get_result(&mut **c)?,
-                        );
-                    }
-                    out
-                }
-                #[cfg(feature = "postgres")]
-                DbConn::Postgres(c) => upsert_places!(&rows)
-                    .returning((places::place_key, places::id))
-                    .get_results(&mut **c)?,
-            };
+            let ids: Vec<(String, i64)> = db_run!(&mut *conn, |c| upsert_places!(&rows)
+                .returning((places::place_key, places::id))
+                .get_results(c))?;
             place_ids.extend(ids);
         }
 
+        tracing::debug!(
+            ms = lap.elapsed().as_millis() as u64,
+            "snapshot: places written"
+        );
         let before: i64 = db_run!(&mut *conn, |c| slots::table
             .filter(slots::source_id.eq(source_id))
             .count()
             .get_result(c))?;
-        let mut written = 0u64;
         let rows: Vec<NewSlot<'_>> = feed
             .slots
             .iter()
@@ -215,7 +319,7 @@ pub fn replace_snapshot(
                 Ok(NewSlot {
                     source_id,
                     external_id: &s.external_id,
-                    place_id: *place_ids.get(&s.place_key).ok_or_else(|| {
+                    place_id: *place_ids.get(&*s.place_key).ok_or_else(|| {
                         StoreError::Other(anyhow::anyhow!(
                             "slot {} names unknown place {}",
                             s.external_id,
@@ -244,20 +348,12 @@ pub fn replace_snapshot(
                 })
             })
             .collect::<Result<_, StoreError>>()?;
-        for chunk in rows.chunks(CHUNK) {
-            written += match &mut *conn {
-                #[cfg(feature = "sqlite")]
-                DbConn::Sqlite(c) => {
-                    let mut n = 0;
-                    for row in chunk {
-                        n += upsert_slots!(row).execute(&mut **c)?;
-                    }
-                    n
-                }
-                #[cfg(feature = "postgres")]
-                DbConn::Postgres(c) => upsert_slots!(chunk).execute(&mut **c)?,
-            } as u64;
-        }
+        let slot_ids: HashMap<String, i64> = write_slots(conn, &rows)?.into_iter().collect();
+        let written = slot_ids.len() as u64;
+        tracing::debug!(
+            ms = lap.elapsed().as_millis() as u64,
+            "snapshot: slots written"
+        );
         let after: i64 = db_run!(&mut *conn, |c| slots::table
             .filter(slots::source_id.eq(source_id))
             .count()
@@ -274,6 +370,7 @@ pub fn replace_snapshot(
         let taken = slots::appointment_id.is_not_null().or(slots::hold_id
             .is_not_null()
             .and(slots::held_until.gt(now_s)));
+        tracing::debug!(ms = lap.elapsed().as_millis() as u64, "snapshot: counted");
         let kept_taken: Vec<String> = db_run!(&mut *conn, |c| {
             let ids: Vec<String> = slots::table
                 .filter(vanished)
@@ -308,12 +405,20 @@ pub fn replace_snapshot(
             )
             .execute(c)
         })?;
+        tracing::debug!(
+            ms = lap.elapsed().as_millis() as u64,
+            "snapshot: vanished handled"
+        );
         let outcome = SnapshotOutcome {
             seq,
             inserted,
             updated: written.saturating_sub(inserted),
             removed,
             kept_taken,
+            ids: WrittenIds {
+                places: place_ids,
+                slots: slot_ids,
+            },
         };
         let report_json = report(&outcome);
         db_run!(&mut *conn, |c| diesel::update(
@@ -328,7 +433,31 @@ pub fn replace_snapshot(
         ))
         .execute(c))?;
         Ok(outcome)
-    })
+    });
+    let restored = sqlite_cache_kib(conn, SQLITE_DEFAULT_CACHE_KIB);
+    let outcome = result?;
+    restored?;
+    Ok(outcome)
+}
+
+/// SQLite's default page cache (`PRAGMA cache_size = -2000`).
+const SQLITE_DEFAULT_CACHE_KIB: i64 = 2000;
+
+/// Sets the page cache of a SQLite connection (no-op on PostgreSQL).
+fn sqlite_cache_kib(conn: &mut DbConn, kib: i64) -> Result<(), StoreError> {
+    match conn {
+        #[cfg(feature = "sqlite")]
+        DbConn::Sqlite(c) => {
+            use diesel::connection::SimpleConnection;
+            // `temp` holds the staging table.
+            c.batch_execute(&format!(
+                "PRAGMA main.cache_size = -{kib}; PRAGMA temp.cache_size = -{kib};"
+            ))?;
+        }
+        #[cfg(feature = "postgres")]
+        DbConn::Postgres(_) => {}
+    }
+    Ok(())
 }
 
 /// A place row, as read to build the index.
@@ -395,6 +524,43 @@ pub fn load_for_index(
             sq = sq.filter(slots::source_id.eq(id));
         }
         Ok::<_, diesel::result::Error>((pq.load(c)?, sq.load(c)?))
+    })?)
+}
+
+/// The source's places, the rows a snapshot did not write, the taken rows it wrote.
+pub type IndexExtras = (Vec<PlaceRow>, Vec<SlotRow>, Vec<SlotRow>);
+
+/// What the index needs of one source besides the snapshot just written (`seq`): the places,
+/// the rows the snapshot did not write that have not ended (history still running, held or
+/// booked slots that left the feed), and the operator state of the rows it wrote.
+pub fn index_extras(
+    conn: &mut DbConn,
+    source_id: i64,
+    seq: i64,
+    now: i64,
+) -> Result<IndexExtras, StoreError> {
+    Ok(db_run!(conn, |c| {
+        let places = places::table
+            .filter(places::source_id.eq(source_id))
+            .select(PlaceRow::as_select())
+            .load(c)?;
+        let live = slots::source_id.eq(source_id).and(slots::end_at.gt(now));
+        let kept = slots::table
+            .filter(live)
+            .filter(slots::snapshot_seq.lt(seq))
+            .select(SlotRow::as_select())
+            .load(c)?;
+        let taken = slots::table
+            .filter(live)
+            .filter(slots::snapshot_seq.eq(seq))
+            .filter(
+                slots::appointment_id
+                    .is_not_null()
+                    .or(slots::held_until.is_not_null()),
+            )
+            .select(SlotRow::as_select())
+            .load(c)?;
+        Ok::<_, diesel::result::Error>((places, kept, taken))
     })?)
 }
 
