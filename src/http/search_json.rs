@@ -92,13 +92,12 @@ pub fn answer(cx: &Context) -> Vec<u8> {
         if i > 0 {
             o.buf.push(b',');
         }
-        let meta = &*h.place.source;
-        if source.as_ref().is_none_or(|s| s.id != meta.id) {
-            source = Some(SourcePart::new(meta, cx));
-        }
-        if let Some(part) = &source {
-            result(&mut o, h, meta, part);
-        }
+        let part = match source.take() {
+            Some(part) if part.id == h.place.source.id => part,
+            _ => SourcePart::new(&h.place.source, cx),
+        };
+        result(&mut o, h, &part);
+        source = Some(part);
     }
     o.buf.push(b']');
     o.close();
@@ -109,8 +108,8 @@ pub fn answer(cx: &Context) -> Vec<u8> {
 struct SourcePart<'a> {
     id: i64,
     cpts_name: Option<&'a str>,
-    last_success: Option<[u8; 27]>,
-    last_success_ts: i64,
+    /// `last_success_at` as JSON (an instant, or `null` when never), written once per source.
+    last_success: Vec<u8>,
     fresh: bool,
 }
 
@@ -120,14 +119,22 @@ impl<'a> SourcePart<'a> {
         SourcePart {
             id: meta.id,
             cpts_name: (cx.cpts_name)(&meta.cpts_id),
-            last_success: (last > 0).then(|| paris_bytes(last)).flatten(),
-            last_success_ts: last,
+            last_success: {
+                let mut o = Out::with_capacity(32);
+                if last > 0 {
+                    o.time(last);
+                } else {
+                    o.null();
+                }
+                o.buf
+            },
             fresh: meta.is_fresh(cx.now),
         }
     }
 }
 
-fn result(o: &mut Out, h: &Hit, meta: &SourceMeta, part: &SourcePart) {
+fn result(o: &mut Out, h: &Hit, part: &SourcePart) {
+    let meta: &SourceMeta = &h.place.source;
     let s = h.slot();
     let place: &PlaceEntry = h.place;
     let pr = &*s.provider;
@@ -176,11 +183,7 @@ fn result(o: &mut Out, h: &Hit, meta: &SourceMeta, part: &SourcePart) {
     o.key("name");
     o.str(&meta.name);
     o.key("last_success_at");
-    match (&part.last_success, part.last_success_ts) {
-        (Some(b), _) => o.ascii(b),
-        (None, ts) if ts > 0 => o.str(&paris(ts)),
-        _ => o.null(),
-    }
+    o.ascii(&part.last_success);
     o.key("fresh");
     o.bool(part.fresh);
     o.close();
@@ -254,14 +257,6 @@ fn provider_json(pr: &Provider) -> Vec<Box<RawValue>> {
     vec![raw(&practitioner), raw(&structure)]
 }
 
-/// `"YYYY-MM-DDTHH:MM:SS+HH:MM"` (quotes included) in Europe/Paris, as [`paris`] writes it;
-/// `None` outside years 0–9999 or for an offset that is not whole minutes. The offset comes
-/// from the tz database (chrono-tz); the calendar arithmetic is done here, without building
-/// `chrono` date-times (the search answer writes two instants per result).
-fn paris_bytes(ts: i64) -> Option<[u8; 27]> {
-    paris_bytes_with(ts, paris_offset(ts)?)
-}
-
 /// Europe/Paris's offset from UTC at `ts`, seconds (from the tz database).
 fn paris_offset(ts: i64) -> Option<i32> {
     use chrono::TimeZone;
@@ -269,8 +264,11 @@ fn paris_offset(ts: i64) -> Option<i32> {
     Some(Paris.offset_from_utc_datetime(&utc).fix().local_minus_utc())
 }
 
-/// As [`paris_bytes`], the offset being known.
-fn paris_bytes_with(ts: i64, offset: i32) -> Option<[u8; 27]> {
+/// `"YYYY-MM-DDTHH:MM:SS+HH:MM"` (quotes included) in Europe/Paris, as [`paris`] writes it;
+/// `None` outside years 0–9999 or for an offset that is not whole minutes. The offset comes
+/// from the tz database (chrono-tz); the calendar arithmetic is done here, without building
+/// `chrono` date-times (the search answer writes two instants per result).
+fn paris_bytes(ts: i64, offset: i32) -> Option<[u8; 27]> {
     if offset % 60 != 0 {
         return None;
     }
@@ -390,7 +388,7 @@ impl Out {
     fn raw(&mut self, v: &RawValue) {
         self.buf.extend_from_slice(v.get().as_bytes());
     }
-    /// Bytes already quoted and plain.
+    /// Bytes that are already JSON.
     fn ascii(&mut self, b: &[u8]) {
         self.buf.extend_from_slice(b);
     }
@@ -411,8 +409,8 @@ impl Out {
             }
         };
         let bytes = match whole_day {
-            Some(offset) => paris_bytes_with(ts, offset),
-            None => paris_bytes(ts),
+            Some(offset) => paris_bytes(ts, offset),
+            None => paris_offset(ts).and_then(|offset| paris_bytes(ts, offset)),
         };
         match bytes {
             Some(b) => self.ascii(&b),

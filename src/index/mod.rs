@@ -69,7 +69,7 @@ pub struct Provider {
     pub structure_id: Option<String>,
     pub structure_name: Option<String>,
     pub booking_phone: Option<String>,
-    /// `[practitioner, structure]` as the search answer shows them (see `http::search`).
+    /// `[practitioner, structure]` as the search answer shows them (see `http::search_json`).
     pub json: JsonCache,
 }
 
@@ -126,7 +126,7 @@ pub struct PlaceEntry {
     pub city: Option<String>,
     pub insee: Option<String>,
     pub slots: Vec<SlotEntry>,
-    /// The place as the search answer shows it (see `http::search`).
+    /// The place as the search answer shows it (see `http::search_json`).
     pub json: JsonCache,
 }
 
