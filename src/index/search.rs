@@ -397,6 +397,28 @@ mod tests {
 
     const NOW: i64 = 1_000_000;
 
+    /// A place of `source` with only a position and its slots.
+    fn place(
+        id: i64,
+        source: &Arc<SourceMeta>,
+        position: LatLon,
+        slots: Vec<SlotEntry>,
+    ) -> Arc<PlaceEntry> {
+        Arc::new(PlaceEntry {
+            id,
+            source: source.clone(),
+            position,
+            precision: LocationPrecision::Exact,
+            name: None,
+            address: None,
+            postcode: None,
+            city: None,
+            insee: None,
+            slots,
+            json: Default::default(),
+        })
+    }
+
     fn snapshot() -> (Snapshot, Arc<SourceMeta>) {
         let source = Arc::new(SourceMeta {
             id: 1,
@@ -440,19 +462,12 @@ mod tests {
                     .collect::<Vec<_>>();
                 let mut slots = slots;
                 slots.sort_by_key(|s| (s.start, s.id));
-                Arc::new(PlaceEntry {
-                    id: k,
-                    source: source.clone(),
-                    position: LatLon::new(47.0, -1.0 + k as f64 * 0.01317).unwrap(),
-                    precision: LocationPrecision::Exact,
-                    name: None,
-                    address: None,
-                    postcode: None,
-                    city: None,
-                    insee: None,
+                place(
+                    k,
+                    &source,
+                    LatLon::new(47.0, -1.0 + k as f64 * 0.01317).unwrap(),
                     slots,
-                    json: Default::default(),
-                })
+                )
             })
             .collect();
         (
@@ -680,23 +695,12 @@ mod tests {
                     })
                     .collect();
                 slots.sort_by_key(|s| (s.start, s.id));
-                Arc::new(PlaceEntry {
-                    id: k,
-                    source: source.clone(),
-                    position: LatLon::new(
-                        47.0 + rng.random_range(-0.3..0.3),
-                        -1.0 + rng.random_range(-0.4..0.4),
-                    )
-                    .unwrap(),
-                    precision: LocationPrecision::Exact,
-                    name: None,
-                    address: None,
-                    postcode: None,
-                    city: None,
-                    insee: None,
-                    slots,
-                    json: Default::default(),
-                })
+                let position = LatLon::new(
+                    47.0 + rng.random_range(-0.3..0.3),
+                    -1.0 + rng.random_range(-0.4..0.4),
+                )
+                .unwrap();
+                place(k, &source, position, slots)
             })
             .collect();
         let snap = Snapshot::new(places, HashMap::from([(1, source)]));
