@@ -10,8 +10,8 @@ use crate::store::slots::{PlaceRow, SlotRow, WrittenIds};
 use crate::store::sources::SourceRow;
 use crate::store::{DbConn, StoreError};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
-use std::sync::{Arc, Mutex};
 
 /// Places with their slots (sorted by start), and the operator state found in the rows
 /// (`(slot id, unavailable until)`). Places of unknown sources, or with no slot, are left out.
@@ -217,8 +217,7 @@ pub fn reload_source_from_feed(
     feed: &NormalizedFeed,
     ids: &WrittenIds,
 ) -> Result<(), StoreError> {
-    static RELOAD: Mutex<()> = Mutex::new(());
-    let _one_at_a_time = RELOAD.lock().unwrap_or_else(|e| e.into_inner());
+    let _one_at_a_time = index.reload_guard();
     let row = crate::store::sources::get(conn, source_id)?;
     if row.snapshot_seq != seq {
         return reload_source(conn, settings, index, source_id, now);

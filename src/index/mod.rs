@@ -300,6 +300,9 @@ pub struct SlotIndex {
     /// matching slot a search visits, hence the fast integer hash (ids are not attacker-chosen).
     taken: DashMap<i64, i64, FxBuildHasher>,
     writer: std::sync::Mutex<()>,
+    /// Held while a source's entries are rebuilt after its snapshot committed (see
+    /// [`load::reload_source_from_feed`]), so two reloads of this index never interleave.
+    reload: std::sync::Mutex<()>,
 }
 
 impl Default for SlotIndex {
@@ -308,6 +311,7 @@ impl Default for SlotIndex {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             taken: DashMap::default(),
             writer: Default::default(),
+            reload: Default::default(),
         }
     }
 }
@@ -316,6 +320,11 @@ impl SlotIndex {
     /// The current snapshot (cheap; never blocks).
     pub fn load(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
+    }
+
+    /// Serialises snapshot reloads of this index (the guard ends the reload).
+    pub fn reload_guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.reload.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Replaces everything (start-up).
