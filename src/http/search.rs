@@ -9,10 +9,11 @@ use crate::http::auth::Caller;
 use crate::http::search_json;
 use crate::http::territories::{commune_json, parse_point};
 use crate::index::search::{Order, Query, Radius, Surnumeraire, search};
-use actix_web::{HttpResponse, get, web};
+use actix_web::{HttpRequest, HttpResponse, get, web};
 use chrono::{DateTime, Utc};
 use chrono_tz::Europe::Paris;
 use serde_json::json;
+use std::borrow::Cow;
 
 /// How many times the radius may grow by its step before the search gives up.
 pub const MAX_ENLARGEMENTS: u32 = 4;
@@ -163,32 +164,35 @@ fn locate_patient<'a>(state: &'a AppState, p: &Params) -> Result<Patient<'a>, Ap
     })
 }
 
-/// Raw query parameters (`modality` may repeat).
+/// Raw query parameters (`modality` may repeat), borrowed from the query string unless they
+/// had to be percent-decoded.
 #[derive(Debug, Default)]
-struct Params {
-    lat: Option<String>,
-    lon: Option<String>,
-    commune: Option<String>,
-    postcode: Option<String>,
-    q: Option<String>,
-    profession: Option<String>,
-    specialty: Option<String>,
+struct Params<'a> {
+    lat: Option<Cow<'a, str>>,
+    lon: Option<Cow<'a, str>>,
+    commune: Option<Cow<'a, str>>,
+    postcode: Option<Cow<'a, str>>,
+    q: Option<Cow<'a, str>>,
+    profession: Option<Cow<'a, str>>,
+    specialty: Option<Cow<'a, str>>,
     modality: Vec<String>,
-    window: Option<String>,
-    from: Option<String>,
-    to: Option<String>,
-    surnumeraire: Option<String>,
-    limit: Option<String>,
-    order: Option<String>,
-    radius_km: Option<String>,
-    seed: Option<String>,
+    window: Option<Cow<'a, str>>,
+    from: Option<Cow<'a, str>>,
+    to: Option<Cow<'a, str>>,
+    surnumeraire: Option<Cow<'a, str>>,
+    limit: Option<Cow<'a, str>>,
+    order: Option<Cow<'a, str>>,
+    radius_km: Option<Cow<'a, str>>,
+    seed: Option<Cow<'a, str>>,
 }
 
-impl Params {
-    fn parse(pairs: Vec<(String, String)>) -> Result<Self, ApiError> {
+impl<'a> Params<'a> {
+    /// Reads an `application/x-www-form-urlencoded` query string; a parameter given twice keeps
+    /// its last value (`modality` accumulates).
+    fn parse(query: &'a str) -> Result<Self, ApiError> {
         let mut p = Params::default();
-        for (k, v) in pairs {
-            let slot = match k.as_str() {
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            let slot = match k.as_ref() {
                 "lat" => &mut p.lat,
                 "lon" => &mut p.lon,
                 "commune" => &mut p.commune,
@@ -226,7 +230,7 @@ impl Params {
     }
 }
 
-fn code_param(name: &str, v: &Option<String>) -> Result<Option<String>, ApiError> {
+fn code_param(name: &str, v: &Option<Cow<'_, str>>) -> Result<Option<String>, ApiError> {
     match v.as_deref().map(str::trim) {
         None | Some("") => Ok(None),
         Some(s) if s.len() <= 10 && s.chars().all(|c| c.is_ascii_alphanumeric()) => {
@@ -385,10 +389,10 @@ fn build_query(
 pub async fn search_slots(
     state: web::Data<AppState>,
     caller: Caller,
-    query: web::Query<Vec<(String, String)>>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Operator, Role::Admin])?;
-    let p = Params::parse(query.into_inner())?;
+    let p = Params::parse(req.query_string())?;
     let patient = locate_patient(&state, &p)?;
     let now = state.clock.now().timestamp();
     let department = patient.commune.department.as_str();

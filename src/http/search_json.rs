@@ -39,52 +39,52 @@ pub fn answer(cx: &Context) -> Vec<u8> {
     let q = cx.query;
     let mut o = Out::with_capacity(1024 + 1024 * hits.len());
     o.open();
-    o.key("patient");
+    key!(o, "patient");
     o.open();
-    o.key("lat");
+    key!(o, "lat");
     o.num(cx.patient_point.lat);
-    o.key("lon");
+    key!(o, "lon");
     o.num(cx.patient_point.lon);
-    o.key("commune");
+    key!(o, "commune");
     o.open();
-    o.key("insee");
+    key!(o, "insee");
     o.str(cx.commune.insee.as_str());
-    o.key("name");
+    key!(o, "name");
     o.str(&cx.commune.name);
     o.close();
-    o.key("cpts");
+    key!(o, "cpts");
     match cx.territory {
         Some(t) => {
             o.open();
-            o.key("id");
+            key!(o, "id");
             o.str(&t.id);
-            o.key("name");
+            key!(o, "name");
             o.str(&t.name);
             o.close();
         }
         None => o.null(),
     }
-    o.key("department");
+    key!(o, "department");
     o.str(cx.department);
     o.close();
-    o.key("base_radius_km");
+    key!(o, "base_radius_km");
     o.num(q.radius.base_m / 1000.0);
-    o.key("radius_km");
+    key!(o, "radius_km");
     o.num(cx.found.radius_m / 1000.0);
-    o.key("enlargement_steps");
+    key!(o, "enlargement_steps");
     o.int(cx.found.steps);
-    o.key("max_radius_km");
+    key!(o, "max_radius_km");
     o.num(q.radius.cap_m() / 1000.0);
-    o.key("window");
+    key!(o, "window");
     o.open();
-    o.key("from");
+    key!(o, "from");
     o.time(q.from.max(cx.now));
-    o.key("to");
+    key!(o, "to");
     o.time(q.to);
     o.close();
-    o.key("count");
+    key!(o, "count");
     o.int(hits.len());
-    o.key("results");
+    key!(o, "results");
     o.buf.push(b'[');
     // results mostly share a source: its CPTS name and freshness are worked out once
     let mut source: Option<SourcePart> = None;
@@ -141,50 +141,50 @@ fn result(o: &mut Out, h: &Hit, part: &SourcePart) {
     let place_json = place.json.get_or(|| place_json(place));
     let provider_json = pr.json.get_or(|| provider_json(pr));
     o.open();
-    o.key("slot_id");
+    key!(o, "slot_id");
     o.int(s.id);
-    o.key("external_id");
+    key!(o, "external_id");
     o.str(&s.external_id);
-    o.key("start");
+    key!(o, "start");
     o.time(s.start);
-    o.key("end");
+    key!(o, "end");
     o.time(s.end);
-    o.key("distance_km");
+    key!(o, "distance_km");
     o.num((h.distance_m / 10.0).round() / 100.0);
-    o.key("place");
+    key!(o, "place");
     o.raw(&place_json[0]);
-    o.key("practitioner");
+    key!(o, "practitioner");
     o.raw(&provider_json[0]);
-    o.key("structure");
+    key!(o, "structure");
     o.raw(&provider_json[1]);
-    o.key("cpts");
+    key!(o, "cpts");
     o.open();
-    o.key("id");
+    key!(o, "id");
     o.str(&meta.cpts_id);
-    o.key("name");
+    key!(o, "name");
     o.opt_str(part.cpts_name);
     o.close();
-    o.key("modality");
+    key!(o, "modality");
     o.str(s.modality.code());
-    o.key("appointment_type");
+    key!(o, "appointment_type");
     o.opt_str(s.appointment_type);
-    o.key("surnumeraire");
+    key!(o, "surnumeraire");
     o.bool(s.surnumeraire);
-    o.key("capacity");
+    key!(o, "capacity");
     o.int(s.capacity);
-    o.key("booking_url");
+    key!(o, "booking_url");
     o.opt_str(s.booking_url.as_deref());
-    o.key("booking_phone");
+    key!(o, "booking_phone");
     o.opt_str(pr.booking_phone.as_deref());
-    o.key("source");
+    key!(o, "source");
     o.open();
-    o.key("id");
+    key!(o, "id");
     o.int(meta.id);
-    o.key("name");
+    key!(o, "name");
     o.str(&meta.name);
-    o.key("last_success_at");
+    key!(o, "last_success_at");
     o.ascii(&part.last_success);
-    o.key("fresh");
+    key!(o, "fresh");
     o.bool(part.fresh);
     o.close();
     o.close();
@@ -277,26 +277,87 @@ fn paris_bytes(ts: i64, offset: i32) -> Option<[u8; 27]> {
     let year = u32::try_from(year).ok().filter(|y| *y <= 9999)?;
     let secs = local.rem_euclid(86_400) as u32;
     let mut b = *b"\"0000-00-00T00:00:00+00:00\"";
-    let mut put = |at: usize, v: u32, width: usize| {
-        let mut v = v;
-        for i in (at..at + width).rev() {
-            b[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
+    // two digits at a time (`v` < 100)
+    let mut put = |at: usize, v: u32| {
+        let v = v as usize * 2;
+        b[at..at + 2].copy_from_slice(&DIGIT_PAIRS[v..v + 2]);
     };
-    put(1, year, 4);
-    put(6, month, 2);
-    put(9, day, 2);
-    put(12, secs / 3600, 2);
-    put(15, secs / 60 % 60, 2);
-    put(18, secs % 60, 2);
+    put(1, year / 100);
+    put(3, year % 100);
+    put(6, month);
+    put(9, day);
+    put(12, secs / 3600);
+    put(15, secs / 60 % 60);
+    put(18, secs % 60);
     let minutes = offset.unsigned_abs() / 60;
-    put(21, minutes / 60, 2);
-    put(24, minutes % 60, 2);
+    put(21, minutes / 60);
+    put(24, minutes % 60);
     if offset < 0 {
         b[20] = b'-';
     }
     Some(b)
+}
+
+/// "00" to "99".
+const DIGIT_PAIRS: &[u8; 200] = b"\
+    0001020304050607080910111213141516171819\
+    2021222324252627282930313233343536373839\
+    4041424344454647484950515253545556575859\
+    6061626364656667686970717273747576777879\
+    8081828384858687888990919293949596979899";
+
+/// Whether a JSON string holding `s` needs escapes: a quote, a backslash or a control
+/// character. Eight bytes at a time, with the classic "has a byte less than n" /
+/// "has a zero byte" word tricks (exact, no false positive; bytes ≥ 0x80 never match).
+fn needs_escape(s: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH != 0;
+    let mut words = s.chunks_exact(8);
+    for w in &mut words {
+        let mut x = [0u8; 8];
+        x.copy_from_slice(w);
+        let x = u64::from_le_bytes(x);
+        let control = x.wrapping_sub(ONES * 0x20) & !x & HIGH != 0;
+        if control
+            || has_zero(x ^ (ONES * u64::from(b'"')))
+            || has_zero(x ^ (ONES * u64::from(b'\\')))
+        {
+            return true;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
+/// Europe/Paris's offset from UTC through the whole UTC day `day` (days since 1970-01-01), or
+/// `None` when it changes during that day. Kept in a small lock-free table shared by all
+/// requests (a slot of the table holds one day: `(day + 2^40) << 20 | (offset + 2^19)`, `0` for
+/// none yet, offset part `0` for a changing day), so the tz database is asked once per day seen.
+fn day_offset(day: i64) -> Option<i32> {
+    use std::sync::atomic::AtomicU64;
+    const SLOTS: usize = 512;
+    static TABLE: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
+    const CHANGES: u64 = 0;
+    let tag = (day + (1 << 40)) as u64;
+    let slot = &TABLE[day.rem_euclid(SLOTS as i64) as usize];
+    let seen = slot.load(Ordering::Relaxed);
+    if seen >> 20 == tag {
+        let code = seen & 0xF_FFFF;
+        return (code != CHANGES).then(|| code as i32 - (1 << 19));
+    }
+    let (a, b) = (
+        paris_offset(day.saturating_mul(86_400)),
+        paris_offset(day.saturating_mul(86_400).saturating_add(86_399)),
+    );
+    let whole = a.filter(|a| Some(*a) == b);
+    if (-(1i64 << 40)..(1 << 40)).contains(&day) {
+        let code = whole.map_or(CHANGES, |o| (o + (1 << 19)) as u64);
+        slot.store(tag << 20 | code, Ordering::Relaxed);
+    }
+    whole
 }
 
 /// Proleptic Gregorian (year, month, day) of a day count since 1970-01-01 (H. Hinnant's
@@ -314,13 +375,18 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
+/// Writes `"name":` (preceded by a comma unless it opens an object) as one literal.
+macro_rules! key {
+    ($o:expr, $name:literal) => {
+        $o.key(concat!(",\"", $name, "\":"))
+    };
+}
+use key;
+
 /// A JSON writer for objects whose keys are known: it tracks only whether a comma is due.
 struct Out {
     buf: Vec<u8>,
     first: bool,
-    /// The UTC day last asked for by [`Out::time`], and Paris's offset through all of it
-    /// (`None` when the offset changes that day).
-    day: Option<(i64, Option<i32>)>,
 }
 
 impl Out {
@@ -328,7 +394,6 @@ impl Out {
         Out {
             buf: Vec::with_capacity(n),
             first: true,
-            day: None,
         }
     }
     fn open(&mut self) {
@@ -339,22 +404,18 @@ impl Out {
         self.buf.push(b'}');
         self.first = false;
     }
-    /// `key` must need no escaping (the literals here are plain ASCII).
-    fn key(&mut self, key: &'static str) {
-        let sep: &[u8] = if self.first { b"\"" } else { b",\"" };
+    /// `lit` is `,"name":` (written by [`key!`]); its comma is dropped when the key opens an
+    /// object. The names must need no escaping (the literals here are plain ASCII).
+    fn key(&mut self, lit: &'static str) {
+        let lit = lit.as_bytes();
+        let lit = if self.first { &lit[1..] } else { lit };
         self.first = false;
-        self.buf.reserve(key.len() + 4);
-        self.buf.extend_from_slice(sep);
-        self.buf.extend_from_slice(key.as_bytes());
-        self.buf.extend_from_slice(b"\":");
+        self.buf.extend_from_slice(lit);
     }
     fn str(&mut self, s: &str) {
-        // no quote, backslash or control character: nothing to escape (checked without
-        // branching per byte); otherwise serde_json escapes it
-        let plain = s
-            .bytes()
-            .fold(true, |ok, b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'));
-        if plain {
+        // no quote, backslash or control character: nothing to escape; otherwise serde_json
+        // escapes it
+        if !needs_escape(s.as_bytes()) {
             self.buf.push(b'"');
             self.buf.extend_from_slice(s.as_bytes());
             self.buf.push(b'"');
@@ -392,22 +453,10 @@ impl Out {
     fn ascii(&mut self, b: &[u8]) {
         self.buf.extend_from_slice(b);
     }
-    /// An instant in Europe/Paris. The answer's instants fall on a few days: the offset is
-    /// looked up once per UTC day, and per instant only on a day when it changes.
+    /// An instant in Europe/Paris. Paris's offset is looked up once per UTC day for the whole
+    /// process ([`day_offset`]), and per instant only on a day when it changes.
     fn time(&mut self, ts: i64) {
-        let day = ts.div_euclid(86_400);
-        let whole_day = match self.day {
-            Some((d, offset)) if d == day => offset,
-            _ => {
-                let (a, b) = (
-                    paris_offset(day * 86_400),
-                    paris_offset(day * 86_400 + 86_399),
-                );
-                let offset = a.filter(|a| Some(*a) == b);
-                self.day = Some((day, offset));
-                offset
-            }
-        };
+        let whole_day = day_offset(ts.div_euclid(86_400));
         let bytes = match whole_day {
             Some(offset) => paris_bytes(ts, offset),
             None => paris_offset(ts).and_then(|offset| paris_bytes(ts, offset)),
@@ -482,23 +531,44 @@ mod tests {
     }
 
     #[test]
+    fn every_escape_is_found_wherever_it_falls_in_a_word() {
+        for len in 0..24 {
+            let plain = "é".repeat(len / 2) + &"a".repeat(len % 2);
+            assert!(!needs_escape(plain.as_bytes()), "{plain:?}");
+            for bad in ['"', '\\', '\n', '\u{0}', '\u{1f}'] {
+                for at in 0..=len {
+                    let mut s: Vec<u8> = vec![b'a'; len];
+                    s.insert(at, bad as u8);
+                    assert!(needs_escape(&s), "{:?}", String::from_utf8_lossy(&s));
+                    let s = String::from_utf8(s).unwrap();
+                    let mut o = Out::with_capacity(16);
+                    o.str(&s);
+                    assert_eq!(o.buf, serde_json::to_vec(&s).unwrap(), "{s:?}");
+                }
+            }
+        }
+        // neighbours of the special bytes are plain
+        assert!(!needs_escape(b" !#[]^\x7f~ ABCDEFGH"));
+    }
+
+    #[test]
     fn nested_objects_get_their_commas_and_parse_back() {
         let mut o = Out::with_capacity(64);
         o.open();
-        o.key("a");
+        key!(o, "a");
         o.int(-3i64);
-        o.key("b");
+        key!(o, "b");
         o.open();
-        o.key("c");
+        key!(o, "c");
         o.null();
-        o.key("d");
+        key!(o, "d");
         o.num(f64::NAN);
         o.close();
-        o.key("e");
+        key!(o, "e");
         o.bool(true);
-        o.key("f");
+        key!(o, "f");
         o.num(2.5);
-        o.key("g");
+        key!(o, "g");
         o.opt_str(Some("x\"y"));
         o.close();
         let v: Value = serde_json::from_slice(&o.buf).unwrap();
