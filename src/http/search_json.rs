@@ -104,37 +104,49 @@ pub fn answer(cx: &Context) -> Vec<u8> {
     o.buf
 }
 
-/// What every result of one source repeats.
-struct SourcePart<'a> {
+/// What every result of one source repeats, written once per answer.
+struct SourcePart {
     id: i64,
-    cpts_name: Option<&'a str>,
-    /// `last_success_at` as JSON (an instant, or `null` when never), written once per source.
-    last_success: Vec<u8>,
-    fresh: bool,
+    /// The `cpts` object (id and name).
+    cpts: Vec<u8>,
+    /// The `source` object (id, name, last success, freshness).
+    source: Vec<u8>,
 }
 
-impl<'a> SourcePart<'a> {
-    fn new(meta: &'a SourceMeta, cx: &Context<'a>) -> Self {
+impl SourcePart {
+    fn new(meta: &SourceMeta, cx: &Context<'_>) -> Self {
+        let mut o = Out::with_capacity(64);
+        o.open();
+        key!(o, "id");
+        o.str(&meta.cpts_id);
+        key!(o, "name");
+        o.opt_str((cx.cpts_name)(&meta.cpts_id));
+        o.close();
+        let cpts = std::mem::take(&mut o.buf);
         let last = meta.last_success_at.load(Ordering::Relaxed);
+        o.open();
+        key!(o, "id");
+        o.int(meta.id);
+        key!(o, "name");
+        o.str(&meta.name);
+        key!(o, "last_success_at");
+        if last > 0 {
+            o.time(last);
+        } else {
+            o.null();
+        }
+        key!(o, "fresh");
+        o.bool(meta.is_fresh(cx.now));
+        o.close();
         SourcePart {
             id: meta.id,
-            cpts_name: (cx.cpts_name)(&meta.cpts_id),
-            last_success: {
-                let mut o = Out::with_capacity(32);
-                if last > 0 {
-                    o.time(last);
-                } else {
-                    o.null();
-                }
-                o.buf
-            },
-            fresh: meta.is_fresh(cx.now),
+            cpts,
+            source: o.buf,
         }
     }
 }
 
 fn result(o: &mut Out, h: &Hit, part: &SourcePart) {
-    let meta: &SourceMeta = &h.place.source;
     let s = h.slot();
     let place: &PlaceEntry = h.place;
     let pr = &*s.provider;
@@ -158,16 +170,14 @@ fn result(o: &mut Out, h: &Hit, part: &SourcePart) {
     key!(o, "structure");
     o.raw(&provider_json[1]);
     key!(o, "cpts");
-    o.open();
-    key!(o, "id");
-    o.str(&meta.cpts_id);
-    key!(o, "name");
-    o.opt_str(part.cpts_name);
-    o.close();
+    o.ascii(&part.cpts);
     key!(o, "modality");
-    o.str(s.modality.code());
+    o.code(s.modality.code());
     key!(o, "appointment_type");
-    o.opt_str(s.appointment_type);
+    match s.appointment_type {
+        Some(t) => o.code(t),
+        None => o.null(),
+    }
     key!(o, "surnumeraire");
     o.bool(s.surnumeraire);
     key!(o, "capacity");
@@ -175,18 +185,9 @@ fn result(o: &mut Out, h: &Hit, part: &SourcePart) {
     key!(o, "booking_url");
     o.opt_str(s.booking_url.as_deref());
     key!(o, "booking_phone");
-    o.opt_str(pr.booking_phone.as_deref());
+    o.raw(&provider_json[2]);
     key!(o, "source");
-    o.open();
-    key!(o, "id");
-    o.int(meta.id);
-    key!(o, "name");
-    o.str(&meta.name);
-    key!(o, "last_success_at");
-    o.ascii(&part.last_success);
-    key!(o, "fresh");
-    o.bool(part.fresh);
-    o.close();
+    o.ascii(&part.source);
     o.close();
 }
 
@@ -239,7 +240,7 @@ fn place_json(place: &PlaceEntry) -> Vec<Box<RawValue>> {
     })]
 }
 
-/// `[practitioner, structure]` of a result (each `null` when absent).
+/// `[practitioner, structure, booking_phone]` of a result (each `null` when absent).
 fn provider_json(pr: &Provider) -> Vec<Box<RawValue>> {
     let practitioner = (pr.practitioner_id.is_some() || pr.practitioner_name.is_some()).then_some(
         PractitionerOut {
@@ -254,7 +255,11 @@ fn provider_json(pr: &Provider) -> Vec<Box<RawValue>> {
         id: pr.structure_id.as_deref(),
         name: pr.structure_name.as_deref(),
     });
-    vec![raw(&practitioner), raw(&structure)]
+    vec![
+        raw(&practitioner),
+        raw(&structure),
+        raw(&pr.booking_phone.as_deref()),
+    ]
 }
 
 /// Europe/Paris's offset from UTC at `ts`, seconds (from the tz database).
@@ -422,6 +427,13 @@ impl Out {
         } else if serde_json::to_writer(&mut self.buf, s).is_err() {
             self.null();
         }
+    }
+    /// One of this program's own codes (`AMB`, `ROUTINE`…): plain ASCII, never escaped.
+    fn code(&mut self, code: &'static str) {
+        debug_assert!(!needs_escape(code.as_bytes()));
+        self.buf.push(b'"');
+        self.buf.extend_from_slice(code.as_bytes());
+        self.buf.push(b'"');
     }
     fn opt_str(&mut self, s: Option<&str>) {
         match s {
