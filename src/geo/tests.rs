@@ -269,3 +269,43 @@ fn geography_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<Geography>();
 }
+
+#[test]
+fn the_grid_in_front_of_the_locator_gives_the_exact_answer_everywhere() {
+    // the committed geography of the region: real polygons, holes, enclaves and coastlines
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("geodata");
+    let g = Geography::load(&dir).expect("committed geodata loads");
+    // a fine lattice over the region and its surroundings (cells are 0.01°: several points per
+    // cell, some on cell edges), asked twice: first when cells are filled, then from them
+    let points: Vec<(f64, f64)> = (0..=420)
+        .flat_map(|i| {
+            (0..=300).map(move |j| (-2.75 + i as f64 * 0.00873, 46.2 + j as f64 * 0.00857))
+        })
+        .collect();
+    let mut cached_cells = 0;
+    for round in 0..2 {
+        for &(lon, lat) in &points {
+            assert_eq!(
+                g.locator.locate(lon, lat),
+                g.locator.locate_exactly(lon, lat),
+                "round {round}, ({lon}, {lat})"
+            );
+        }
+        if round == 1 {
+            cached_cells = g.locator.settled_cells();
+        }
+    }
+    // the grid is in use: most cells of the region are away from any commune boundary
+    assert!(cached_cells > 10_000, "{cached_cells} settled cells");
+    // points on a boundary: every vertex of a few communes' polygons
+    for c in g.communes().iter().take(40) {
+        for poly in c.geometry.iter().flat_map(|mp| &mp.0) {
+            for p in poly.exterior().points() {
+                assert_eq!(
+                    g.locator.locate(p.x(), p.y()),
+                    g.locator.locate_exactly(p.x(), p.y())
+                );
+            }
+        }
+    }
+}
