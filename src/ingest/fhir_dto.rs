@@ -288,8 +288,11 @@ pub struct SlotSummary<'a> {
 /// there without a `valueReference.reference`).
 #[derive(Debug, Default, PartialEq)]
 pub struct ConceptFold<'a> {
+    /// Modality of the first `AMB`/`HH`/`VR` code (matched exactly, untrimmed).
     pub modality: Option<Modality>,
+    /// The first code that is not blank (untrimmed: readers trim it).
     pub code: Option<Str<'a>>,
+    /// The first R5 HealthcareService link: `Some(None)` when it has no reference.
     pub service: Option<Option<Str<'a>>>,
 }
 
@@ -340,7 +343,10 @@ impl<'a> ConceptFold<'a> {
 /// a coding without code).
 #[derive(Debug, Default, PartialEq)]
 pub struct SecurityFold<'a> {
+    /// The TRE_R314 codes read.
     pub audience: AudienceSet,
+    /// The other codings' codes, in order (reported as warnings); empty in the usual case,
+    /// so nothing is allocated.
     pub unknown: Vec<Option<Str<'a>>>,
 }
 
@@ -358,10 +364,15 @@ impl<'a> SecurityFold<'a> {
 /// capacity (a `valueInteger` in 1..=u32::MAX; the others counted), surnuméraire.
 #[derive(Debug, Default, PartialEq)]
 pub struct ExtensionFold<'a> {
+    /// SMART `booking-deep-link`, untrimmed.
     pub booking_url: Option<Str<'a>>,
+    /// SMART `booking-phone` as written (normalised by the emitter, once per value).
     pub booking_phone: Option<Str<'a>>,
+    /// SMART `slot-capacity`.
     pub capacity: Option<u32>,
+    /// `slot-capacity` extensions without a usable value (one warning each).
     pub bad_capacity: u32,
+    /// sasnp's surnuméraire extension (`valueBoolean`, absent = false).
     pub surnumeraire: Option<bool>,
 }
 

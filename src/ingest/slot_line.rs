@@ -490,6 +490,32 @@ mod tests {
     }
 
     #[test]
+    fn finds_the_first_quote_or_backslash_wherever_it_is() {
+        for len in 0..100 {
+            for at in 0..=len {
+                for c in [b'"', b'\\'] {
+                    let mut b = vec![b'a'; len];
+                    if at < len {
+                        b[at] = c;
+                        b.push(b'"');
+                    }
+                    for from in [0, 1, 7, 8, 9].into_iter().filter(|f| *f <= b.len()) {
+                        let expected = b[from..]
+                            .iter()
+                            .position(|&c| c == b'"' || c == b'\\')
+                            .map(|p| from + p);
+                        assert_eq!(
+                            find_quote_or_escape(&b, from),
+                            expected,
+                            "{len} {at} {from}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn reads_generated_lines_as_serde_json_does() {
         let lines = generated_lines(2_000);
         assert_eq!(lines.len(), 2_000);

@@ -165,6 +165,16 @@ pub fn ingest_ndjson_with_threads(
     ctx: &IngestContext<'_>,
     threads: usize,
 ) -> Result<IngestOutcome, FeedError> {
+    ingest_ndjson_chunked(bytes, ctx, threads, CHUNK)
+}
+
+/// [`ingest_ndjson_with_threads`] with `chunk` slot lines per unit of parallel work.
+fn ingest_ndjson_chunked(
+    bytes: &[u8],
+    ctx: &IngestContext<'_>,
+    threads: usize,
+    chunk: usize,
+) -> Result<IngestOutcome, FeedError> {
     let bytes = strip_bom(bytes);
     let text = std::str::from_utf8(bytes).map_err(|e| {
         let line = bytes[..e.valid_up_to()]
@@ -220,7 +230,7 @@ pub fn ingest_ndjson_with_threads(
     norm.reserve(slot_lines.len());
     let mut emitter = SlotEmitter::default();
     let mut emit = |n, line, fast| emit_slot(n, line, fast, &graph, &mut emitter, &mut norm);
-    let chunks = slot_lines.len().div_ceil(CHUNK);
+    let chunks = slot_lines.len().div_ceil(chunk);
     if threads <= 1 || chunks < 2 {
         for &(n, line) in &slot_lines {
             emit(n, line, read_slot_fast(line))?;
@@ -237,8 +247,8 @@ pub fn ingest_ndjson_with_threads(
                     let (tx, rx) =
                         std::sync::mpsc::sync_channel::<Vec<Option<SlotSummary<'_>>>>(AHEAD);
                     scope.spawn(move || {
-                        for chunk in lines.chunks(CHUNK).skip(w).step_by(t) {
-                            let read = chunk.iter().map(|(_, l)| read_slot_fast(l)).collect();
+                        for part in lines.chunks(chunk).skip(w).step_by(t) {
+                            let read = part.iter().map(|(_, l)| read_slot_fast(l)).collect();
                             if tx.send(read).is_err() {
                                 return; // the normaliser stopped on an unreadable line
                             }
@@ -247,11 +257,11 @@ pub fn ingest_ndjson_with_threads(
                     rx
                 })
                 .collect();
-            for (k, chunk) in lines.chunks(CHUNK).enumerate() {
+            for (k, part) in lines.chunks(chunk).enumerate() {
                 let read = receivers[k % t]
                     .recv()
                     .expect("a reading thread ended early");
-                for (&(n, line), fast) in chunk.iter().zip(read) {
+                for (&(n, line), fast) in part.iter().zip(read) {
                     emit(n, line, fast)?;
                 }
             }
@@ -420,11 +430,30 @@ mod tests {
             let many = ingest_ndjson_with_threads(text.as_bytes(), &ctx, threads).unwrap();
             assert_eq!(many, one, "{threads} threads");
         }
-        // An unreadable line in a later chunk stops the stream with the same error.
+        // Small chunks: reading threads run ahead and wait on their channels.
+        for threads in [2, 5] {
+            let many = ingest_ndjson_chunked(text.as_bytes(), &ctx, threads, 64).unwrap();
+            assert_eq!(many, one, "{threads} threads, chunks of 64");
+        }
+        // An unreadable line, late or early, stops the stream with the same error (and the
+        // reading threads, waiting or not, stop too).
         let broken = format!("{text}\n{{\"resourceType\":\"Slot\",\"id\":\n");
         let e1 = ingest_ndjson_with_threads(broken.as_bytes(), &ctx, 1).unwrap_err();
         let e2 = ingest_ndjson_with_threads(broken.as_bytes(), &ctx, 2).unwrap_err();
         assert_eq!(e1.to_string(), e2.to_string());
         assert_eq!(e1.line(), Some(text.lines().count() + 1));
+        let first_slot = text
+            .lines()
+            .position(|l| l.starts_with(SLOT_PREFIX))
+            .unwrap();
+        let mut early: Vec<&str> = text.lines().collect();
+        early[first_slot + 100] = r#"{"resourceType":"Slot","id":"#;
+        let early = early.join("\n");
+        let e1 = ingest_ndjson_with_threads(early.as_bytes(), &ctx, 1).unwrap_err();
+        for threads in [2, 5] {
+            let e = ingest_ndjson_chunked(early.as_bytes(), &ctx, threads, 64).unwrap_err();
+            assert_eq!(e.to_string(), e1.to_string());
+        }
+        assert_eq!(e1.line(), Some(first_slot + 101));
     }
 }
