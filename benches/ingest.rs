@@ -2,12 +2,16 @@
 //! (`sasnp::ingest::generate`), resolver = the built-in sample towns.
 //!
 //! Run: `cargo bench --bench ingest -- --warm-up-time 1 --measurement-time 5`.
-//! Figures are slots/s for one core (ingestion is single-threaded).
+//! Figures are slots/s. `ingest()` reads SMART SL slot lines on every core; the entries
+//! marked "1 thread" run everything on one core (the per-core figure); the other formats
+//! are single-threaded.
 
 use chrono::{DateTime, Utc};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use sasnp::ingest::generate::{GenSpec, generate, to_csv, to_fhir_bundle, to_ndjson};
 use sasnp::ingest::sample::SampleResolver;
+use sasnp::ingest::slot_line;
+use sasnp::ingest::smart::ingest_ndjson_with_threads;
 use sasnp::ingest::{FeedFormat, IngestContext, ingest};
 use std::hint::black_box;
 
@@ -51,15 +55,26 @@ fn bench(c: &mut Criterion) {
             )
         });
     }
+    let ndjson_cell = std::cell::OnceCell::new();
+    let ndjson = || ndjson_cell.get_or_init(|| String::from_utf8(to_ndjson(&feed)).expect("UTF-8"));
+    group.bench_function("smart-sl ndjson, 1 thread", |b| {
+        let bytes = ndjson().as_bytes();
+        b.iter_batched(
+            || (),
+            |()| {
+                black_box(ingest_ndjson_with_threads(black_box(bytes), &ctx, 1).expect("readable"))
+            },
+            BatchSize::PerIteration,
+        )
+    });
     // A SMART SL publisher that writes only what the SMART specification defines (booking
     // link, phone): the generated lines without the SAS codings (serviceType, meta.security,
     // specialty, appointmentType).
-    let minimal = std::cell::OnceCell::new();
-    group.bench_function("smart-sl ndjson, SMART-only lines", |b| {
-        let bytes = minimal.get_or_init(|| {
-            let full = String::from_utf8(to_ndjson(&feed)).expect("UTF-8");
-            let mut out = String::with_capacity(full.len());
-            for line in full.lines() {
+    let minimal_cell = std::cell::OnceCell::new();
+    let minimal = || {
+        minimal_cell.get_or_init(|| {
+            let mut out = String::with_capacity(ndjson().len());
+            for line in ndjson().lines() {
                 if let Some(rest) = line.strip_prefix(r#"{"resourceType":"Slot","#) {
                     let mut v: serde_json::Value =
                         serde_json::from_str(&format!("{{{rest}")).expect("JSON");
@@ -75,20 +90,45 @@ fn bench(c: &mut Criterion) {
             }
             eprintln!("smart-sl SMART-only: {} bytes/slot", out.len() / SLOTS);
             out.into_bytes()
-        });
+        })
+    };
+    group.bench_function("smart-sl ndjson, SMART-only lines", |b| {
+        let bytes = minimal();
         b.iter_batched(
             || (),
             |()| black_box(ingest(FeedFormat::SmartSl, black_box(bytes), &ctx).expect("readable")),
             BatchSize::PerIteration,
         )
     });
-    // Reference floor: serde_json scanning the same NDJSON without building anything.
-    let ndjson = std::cell::OnceCell::new();
+    group.bench_function("smart-sl ndjson, SMART-only lines, 1 thread", |b| {
+        let bytes = minimal();
+        b.iter_batched(
+            || (),
+            |()| {
+                black_box(ingest_ndjson_with_threads(black_box(bytes), &ctx, 1).expect("readable"))
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    // Reference floors: a JSON reader scanning the same NDJSON without building anything.
     group.bench_function("floor: ndjson json scan only", |b| {
-        let text = ndjson.get_or_init(|| String::from_utf8(to_ndjson(&feed)).expect("UTF-8"));
+        let text = ndjson();
         b.iter(|| {
             for line in text.lines() {
                 black_box(serde_json::from_str::<serde::de::IgnoredAny>(line).expect("JSON"));
+            }
+        })
+    });
+    // The slot lines alone read into the summaries normalisation uses.
+    let slot_lines = || {
+        ndjson()
+            .lines()
+            .filter(|l| l.starts_with(r#"{"resourceType":"Slot""#))
+    };
+    group.bench_function("slot lines to SlotSummary only", |b| {
+        b.iter(|| {
+            for line in slot_lines() {
+                black_box(slot_line::read(line).expect("usual line"));
             }
         })
     });

@@ -26,8 +26,8 @@
 //! - statuses: `free` → Free, `busy*` → Busy, `entered-in-error` → `removed_ids`.
 
 use super::fhir_dto::{
-    Bundle, CodeableConcept, ContactPoint, Identifier, Reference, Resource, SlotConcept,
-    SlotResource, TypedBundle, TypedEntry,
+    Bundle, CodeableConcept, ContactPoint, Identifier, Reference, Resource, SlotResource,
+    SlotSummary, TypedBundle, TypedEntry,
 };
 use super::normalize::{
     EndSpec, FastMap, Normalizer, OID_IDNPS, OID_IDNST, PlaceId, PlaceInput, Rejection, SlotDraft,
@@ -36,9 +36,7 @@ use super::normalize::{
 use super::report::{Where, reason};
 use super::{FeedError, IngestContext, IngestOutcome, strip_bom};
 use crate::domain::fold_name;
-use crate::domain::slot::{
-    AppointmentType, Audience, AudienceSet, Modality, Practitioner, Structure, StructureKind,
-};
+use crate::domain::slot::{AppointmentType, Modality, Practitioner, Structure, StructureKind};
 use serde::Deserialize;
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -110,7 +108,7 @@ fn emit_all<'v>(
     norm.reserve(slots.len());
     let mut emitter = SlotEmitter::default();
     for slot in slots {
-        emitter.emit(graph, slot, None, &mut norm);
+        emitter.emit(graph, slot.into(), None, &mut norm);
     }
     let (feed, report, removed_ids) = norm.finish();
     IngestOutcome {
@@ -232,7 +230,12 @@ impl<'v> Graph<'v> {
     /// `Type/id` (optionally `/_history/n`), or a `fullUrl` (`urn:uuid:…`).
     fn get(&self, reference: &str) -> Option<(usize, &Resource<'v>)> {
         let r = reference.trim();
-        let r = r.split("/_history/").next().unwrap_or(r);
+        // Most references hold no `_`, hence no `/_history/` to cut (cheaper than a search).
+        let r = if r.as_bytes().contains(&b'_') {
+            r.split("/_history/").next().unwrap_or(r)
+        } else {
+            r
+        };
         let i = match self.index.get(r) {
             Some(i) => *i,
             None => {
@@ -292,12 +295,25 @@ impl SlotEmitter {
     pub fn emit<'v>(
         &mut self,
         graph: &Graph<'v>,
-        mut slot: SlotResource<'v>,
+        slot: SlotSummary<'v>,
         line: Option<usize>,
         norm: &mut Normalizer<'_, 'v>,
     ) {
-        let id = slot.id.take().map(|s| s.0);
-        let ctx = match slot.schedule.as_ref().and_then(|r| r.reference.as_deref()) {
+        let SlotSummary {
+            id,
+            schedule,
+            status,
+            start,
+            end,
+            comment,
+            service_type,
+            specialty,
+            appointment_type,
+            security,
+            extensions,
+        } = slot;
+        let id = id.map(|s| s.0);
+        let ctx = match schedule.as_deref() {
             None => Err(Rejection::new(
                 reason::MISSING_FIELD,
                 "no Slot.schedule reference",
@@ -324,156 +340,101 @@ impl SlotEmitter {
             }
             Err(r) => SlotDraft::new(id, Err(r)),
         };
-        d.status = slot.status.as_deref();
-        d.start = slot.start.as_deref();
-        d.end = slot.end.as_deref().map_or(EndSpec::Missing, EndSpec::End);
+        d.status = status.as_deref();
+        d.start = start.as_deref();
+        d.end = end.as_deref().map_or(EndSpec::Missing, EndSpec::End);
         let at_id = d.id.clone(); // free when borrowed from the input
-        read_slot_details(
-            &slot,
-            &mut d,
-            graph,
-            self,
-            norm,
+        let at = Where {
             line,
-            at_id.as_deref().unwrap_or(""),
-        );
-        norm.slot(d, line, Some("Slot"));
-    }
-}
-
-/// Fills modality, audience, booking data, specialty and CPTS structure from the Slot itself.
-fn read_slot_details<'v>(
-    slot: &SlotResource<'_>,
-    d: &mut SlotDraft<'_, '_>,
-    graph: &Graph<'v>,
-    caches: &mut SlotEmitter,
-    norm: &mut Normalizer<'_, 'v>,
-    line: Option<usize>,
-    id: &str,
-) {
-    let at = Where {
-        line,
-        resource: Some(("Slot", id)),
-    };
-    let mut modality = None;
-    let mut cpts: Option<Result<Arc<Structure>, Rejection>> = None;
-    for st in &slot.service_type {
-        if modality.is_none() {
-            modality = st.coding.iter().find_map(|c| match c.code.as_deref()? {
-                "AMB" => Some(Modality::Ambulatory),
-                "HH" => Some(Modality::HomeVisit),
-                "VR" => Some(Modality::Teleconsultation),
-                _ => None,
-            });
-        }
-        if cpts.is_none()
-            && let Some(r) = st
-                .extension
-                .iter()
-                .find(|e| e.url.as_deref() == Some(EXT_SLOT_SERVICE_TYPE))
-        {
-            let reference = r.value_reference.as_ref();
-            cpts = Some(match reference.and_then(|r| r.reference.as_deref()) {
-                Some(rf) => match graph.get(rf) {
-                    Some((i, hs)) => caches
-                        .services
-                        .entry(i)
-                        .or_insert_with(|| healthcare_service(graph, hs).map(Arc::new))
-                        .clone(),
-                    None => Err(Rejection::new(
-                        reason::UNRESOLVED_REFERENCE,
-                        format!("HealthcareService `{rf}` is not in the feed"),
-                    )),
+            resource: Some(("Slot", at_id.as_deref().unwrap_or(""))),
+        };
+        // Modality and CPTS structure (serviceType).
+        d.modality = service_type.modality.unwrap_or(Modality::Ambulatory);
+        match service_type.service {
+            Some(Some(rf)) => match graph.get(&rf) {
+                Some((i, hs)) => match self
+                    .services
+                    .entry(i)
+                    .or_insert_with(|| healthcare_service(graph, hs).map(Arc::new))
+                {
+                    Ok(s) => d.structure = Some(s.clone()),
+                    Err(r) => d.place = Err(r.clone()),
                 },
-                None => Err(Rejection::new(
+                None => {
+                    d.place = Err(Rejection::new(
+                        reason::UNRESOLVED_REFERENCE,
+                        format!("HealthcareService `{}` is not in the feed", &*rf),
+                    ))
+                }
+            },
+            Some(None) => {
+                d.place = Err(Rejection::new(
                     reason::MISSING_FIELD,
                     "Slot.serviceType extension without valueReference",
-                )),
-            });
-        }
-    }
-    d.modality = modality.unwrap_or(Modality::Ambulatory);
-    match cpts {
-        Some(Ok(s)) => d.structure = Some(s),
-        Some(Err(r)) => d.place = Err(r),
-        None => {}
-    }
-    if let Some(meta) = &slot.meta {
-        let mut aud = AudienceSet::default();
-        for c in &meta.security {
-            match c.code.as_deref().and_then(Audience::parse) {
-                Some(a) => aud.insert(a),
-                None => norm.report.warn(reason::IGNORED_VALUE, at, || {
-                    format!("meta.security code `{}` is not a TRE_R314 slot type (PUBLIC, PRO, SNP, CPTS)", c.code.as_deref().unwrap_or(""))
-                }),
+                ))
             }
+            None => {}
         }
-        d.audience = aud;
-    }
-    if let Some(at_code) = slot.appointment_type.as_ref().and_then(first_slot_code) {
-        d.appointment_type = AppointmentType::parse(at_code);
-        if d.appointment_type.is_none() {
+        // Audience (meta.security).
+        d.audience = security.audience;
+        for c in &security.unknown {
             norm.report.warn(reason::IGNORED_VALUE, at, || {
-                format!("appointmentType `{at_code}` is not ROUTINE or WALKIN")
+                format!(
+                    "meta.security code `{}` is not a TRE_R314 slot type (PUBLIC, PRO, SNP, CPTS)",
+                    c.as_deref().unwrap_or("")
+                )
             });
         }
-    }
-    if let Some(spec) = slot.specialty.iter().find_map(first_slot_code)
-        && let Some(p) = d.practitioner.as_mut()
-        && p.specialty.as_deref() != Some(spec)
-    {
-        Arc::make_mut(p).specialty = Some(spec.to_string());
-    }
-    for e in &slot.extension {
-        match e.url.as_deref() {
-            Some(EXT_BOOKING_DEEP_LINK) => {
-                if let Some(u) = e
-                    .value_url
-                    .as_deref()
-                    .or(e.value_string.as_deref())
-                    .map(str::trim)
-                    .filter(|u| !u.is_empty())
-                {
-                    d.booking_url = Some(u.to_string());
-                }
+        if let Some(at_code) = appointment_type.as_deref().map(str::trim) {
+            d.appointment_type = AppointmentType::parse(at_code);
+            if d.appointment_type.is_none() {
+                norm.report.warn(reason::IGNORED_VALUE, at, || {
+                    format!("appointmentType `{at_code}` is not ROUTINE or WALKIN")
+                });
             }
-            Some(EXT_BOOKING_PHONE) => {
-                if let Some(raw) = e.value_string.as_deref() {
-                    let p = match caches.phones.get(raw) {
-                        Some(p) => p.clone(),
-                        None => {
-                            let p: Option<Arc<str>> = normalize_phone(raw).map(Arc::from);
-                            caches.phones.insert(raw.into(), p.clone());
-                            p
-                        }
-                    };
-                    if p.is_some() {
-                        d.booking_phone = p;
-                    }
-                }
-            }
-            Some(EXT_SLOT_CAPACITY) => match e.value_integer {
-                Some(n) if n >= 1 && n <= i64::from(u32::MAX) => d.capacity = n as u32,
-                _ => norm.report.warn(reason::IGNORED_VALUE, at, || {
-                    "slot-capacity is not a positive valueInteger; capacity 1 assumed".to_string()
-                }),
-            },
-            Some(EXT_SURNUMERAIRE) => d.surnumeraire = e.value_boolean.unwrap_or(false),
-            _ => {}
         }
+        if let Some(spec) = specialty.as_deref().map(str::trim)
+            && let Some(p) = d.practitioner.as_mut()
+            && p.specialty.as_deref() != Some(spec)
+        {
+            Arc::make_mut(p).specialty = Some(spec.to_string());
+        }
+        // The slot's extensions.
+        if let Some(u) = extensions.booking_url.as_deref() {
+            d.booking_url = Some(u.trim().to_string());
+        }
+        if let Some(raw) = extensions.booking_phone.as_deref() {
+            let p = match self.phones.get(raw) {
+                Some(p) => p.clone(),
+                None => {
+                    let p: Option<Arc<str>> = normalize_phone(raw).map(Arc::from);
+                    self.phones.insert(raw.into(), p.clone());
+                    p
+                }
+            };
+            if p.is_some() {
+                d.booking_phone = p;
+            }
+        }
+        for _ in 0..extensions.bad_capacity {
+            norm.report.warn(reason::IGNORED_VALUE, at, || {
+                "slot-capacity is not a positive valueInteger; capacity 1 assumed".to_string()
+            });
+        }
+        if let Some(n) = extensions.capacity {
+            d.capacity = n;
+        }
+        if let Some(b) = extensions.surnumeraire {
+            d.surnumeraire = b;
+        }
+        if d.booking_url.is_none()
+            && let Some(c) = comment.as_deref().map(str::trim)
+            && (c.starts_with("https://") || c.starts_with("http://"))
+        {
+            d.booking_url = Some(c.to_string());
+        }
+        norm.slot(d, line, Some("Slot"));
     }
-    if d.booking_url.is_none()
-        && let Some(c) = slot.comment.as_deref().map(str::trim)
-        && (c.starts_with("https://") || c.starts_with("http://"))
-    {
-        d.booking_url = Some(c.to_string());
-    }
-}
-
-fn first_slot_code<'x>(cc: &'x SlotConcept<'_>) -> Option<&'x str> {
-    cc.coding
-        .iter()
-        .find_map(|c| c.code.as_deref().map(str::trim).filter(|c| !c.is_empty()))
 }
 
 fn first_code<'x>(cc: &'x CodeableConcept<'_>) -> Option<&'x str> {

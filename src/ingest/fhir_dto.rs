@@ -6,6 +6,11 @@
 //! PractitionerRole, Location, HealthcareService and Organization: one pass reads any of
 //! them, `resourceType` says which.
 
+use super::fhir::{
+    EXT_BOOKING_DEEP_LINK, EXT_BOOKING_PHONE, EXT_SLOT_CAPACITY, EXT_SLOT_SERVICE_TYPE,
+    EXT_SURNUMERAIRE,
+};
+use crate::domain::slot::{Audience, AudienceSet, Modality};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, de::value::MapAccessDeserializer};
 use std::borrow::Cow;
@@ -241,6 +246,192 @@ impl<'a> From<Resource<'a>> for SlotResource<'a> {
             service_type: r.service_type.into_iter().map(Into::into).collect(),
             specialty: r.specialty.into_iter().map(Into::into).collect(),
             appointment_type: r.appointment_type.map(Into::into),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Slot summaries: a Slot reduced, while it is read, to what slot normalisation uses
+// ---------------------------------------------------------------------------------------------
+
+/// A Slot reduced to what slot normalisation reads (rules of [`super::fhir`]): the lists of
+/// the resource (serviceType, specialty, codings, extensions, meta.security) are folded as
+/// they are read, so reading a slot allocates nothing unless a string has escapes or a
+/// security code is unknown.
+///
+/// Two ways to get one, which give equal values: from a [`SlotResource`] (`From`), or
+/// straight from an NDJSON line ([`super::slot_line::read`], the fast path, which leaves
+/// every unusual line to the first way). Both fold with the methods below.
+#[derive(Debug, Default, PartialEq)]
+pub struct SlotSummary<'a> {
+    pub id: Option<Str<'a>>,
+    /// `schedule.reference`.
+    pub schedule: Option<Str<'a>>,
+    pub status: Option<Str<'a>>,
+    pub start: Option<Str<'a>>,
+    pub end: Option<Str<'a>>,
+    pub comment: Option<Str<'a>>,
+    /// serviceType: first AMB/HH/VR code, first R5 HealthcareService link.
+    pub service_type: ConceptFold<'a>,
+    /// specialty: first code.
+    pub specialty: Option<Str<'a>>,
+    /// appointmentType: first code.
+    pub appointment_type: Option<Str<'a>>,
+    /// `meta.security`, when `meta` is given.
+    pub security: SecurityFold<'a>,
+    /// The slot's own extensions.
+    pub extensions: ExtensionFold<'a>,
+}
+
+/// CodeableConcepts folded: the first ActCode modality, the first non-blank code, and the
+/// reference of the first R5 `extension-Slot.serviceType` (`Some(None)`: the extension is
+/// there without a `valueReference.reference`).
+#[derive(Debug, Default, PartialEq)]
+pub struct ConceptFold<'a> {
+    /// Modality of the first `AMB`/`HH`/`VR` code (matched exactly, untrimmed).
+    pub modality: Option<Modality>,
+    /// The first code that is not blank (untrimmed: readers trim it).
+    pub code: Option<Str<'a>>,
+    /// The first R5 HealthcareService link: `Some(None)` when it has no reference.
+    pub service: Option<Option<Str<'a>>>,
+}
+
+impl<'a> ConceptFold<'a> {
+    pub(crate) fn coding(&mut self, c: SlotCoding<'a>) {
+        let Some(code) = c.code else { return };
+        if self.modality.is_none() {
+            self.modality = match &*code {
+                "AMB" => Some(Modality::Ambulatory),
+                "HH" => Some(Modality::HomeVisit),
+                "VR" => Some(Modality::Teleconsultation),
+                _ => None,
+            };
+        }
+        if self.code.is_none() && !code.trim().is_empty() {
+            self.code = Some(code);
+        }
+    }
+
+    pub(crate) fn extension(&mut self, e: SlotExtension<'a>) {
+        if self.service.is_none() && e.url.as_deref() == Some(EXT_SLOT_SERVICE_TYPE) {
+            self.service = Some(e.value_reference.and_then(|r| r.reference));
+        }
+    }
+
+    /// Folds a later concept of the same list into this one (first values win).
+    pub(crate) fn concept(&mut self, c: ConceptFold<'a>) {
+        if self.modality.is_none() {
+            self.modality = c.modality;
+        }
+        if self.code.is_none() {
+            self.code = c.code;
+        }
+        if self.service.is_none() {
+            self.service = c.service;
+        }
+    }
+
+    fn from_concept(c: SlotConcept<'a>) -> Self {
+        let mut f = Self::default();
+        c.coding.into_iter().for_each(|x| f.coding(x));
+        c.extension.into_iter().for_each(|x| f.extension(x));
+        f
+    }
+}
+
+/// `meta.security` folded: the audiences, and the codes that are none (in order; `None` for
+/// a coding without code).
+#[derive(Debug, Default, PartialEq)]
+pub struct SecurityFold<'a> {
+    /// The TRE_R314 codes read.
+    pub audience: AudienceSet,
+    /// The other codings' codes, in order (reported as warnings); empty in the usual case,
+    /// so nothing is allocated.
+    pub unknown: Vec<Option<Str<'a>>>,
+}
+
+impl<'a> SecurityFold<'a> {
+    pub(crate) fn coding(&mut self, c: SlotCoding<'a>) {
+        match c.code.as_deref().and_then(Audience::parse) {
+            Some(a) => self.audience.insert(a),
+            None => self.unknown.push(c.code),
+        }
+    }
+}
+
+/// A Slot's extensions folded, the last valid value of each winning: booking link
+/// (`valueUrl`, else `valueString`, not blank), booking phone (`valueString`, not blank),
+/// capacity (a `valueInteger` in 1..=u32::MAX; the others counted), surnuméraire.
+#[derive(Debug, Default, PartialEq)]
+pub struct ExtensionFold<'a> {
+    /// SMART `booking-deep-link`, untrimmed.
+    pub booking_url: Option<Str<'a>>,
+    /// SMART `booking-phone` as written (normalised by the emitter, once per value).
+    pub booking_phone: Option<Str<'a>>,
+    /// SMART `slot-capacity`.
+    pub capacity: Option<u32>,
+    /// `slot-capacity` extensions without a usable value (one warning each).
+    pub bad_capacity: u32,
+    /// sasnp's surnuméraire extension (`valueBoolean`, absent = false).
+    pub surnumeraire: Option<bool>,
+}
+
+impl<'a> ExtensionFold<'a> {
+    pub(crate) fn extension(&mut self, e: SlotExtension<'a>) {
+        match e.url.as_deref() {
+            Some(EXT_BOOKING_DEEP_LINK) => {
+                let u = e.value_url.or(e.value_string);
+                if u.as_deref().is_some_and(|u| !u.trim().is_empty()) {
+                    self.booking_url = u;
+                }
+            }
+            Some(EXT_BOOKING_PHONE) => {
+                if let Some(raw) = e.value_string.filter(|r| !r.trim().is_empty()) {
+                    self.booking_phone = Some(raw);
+                }
+            }
+            Some(EXT_SLOT_CAPACITY) => match e.value_integer {
+                Some(n) if n >= 1 && n <= i64::from(u32::MAX) => self.capacity = Some(n as u32),
+                _ => self.bad_capacity += 1,
+            },
+            Some(EXT_SURNUMERAIRE) => self.surnumeraire = Some(e.value_boolean.unwrap_or(false)),
+            _ => {}
+        }
+    }
+}
+
+impl<'a> From<SlotResource<'a>> for SlotSummary<'a> {
+    fn from(r: SlotResource<'a>) -> Self {
+        let mut service_type = ConceptFold::default();
+        for c in r.service_type {
+            service_type.concept(ConceptFold::from_concept(c));
+        }
+        let mut specialty = ConceptFold::default();
+        for c in r.specialty {
+            specialty.concept(ConceptFold::from_concept(c));
+        }
+        let mut security = SecurityFold::default();
+        for c in r.meta.into_iter().flat_map(|m| m.security) {
+            security.coding(c);
+        }
+        let mut extensions = ExtensionFold::default();
+        for e in r.extension {
+            extensions.extension(e);
+        }
+        Self {
+            id: r.id,
+            schedule: r.schedule.and_then(|s| s.reference),
+            status: r.status,
+            start: r.start,
+            end: r.end,
+            comment: r.comment,
+            service_type,
+            specialty: specialty.code,
+            appointment_type: r
+                .appointment_type
+                .and_then(|c| ConceptFold::from_concept(c).code),
+            security,
+            extensions,
         }
     }
 }

@@ -97,6 +97,46 @@ pub enum TimeError {
 /// of a second (`.` or `,`) keep up to nanoseconds.
 pub fn parse_feed_time(s: &str) -> Result<FeedTime, TimeError> {
     let b = s.trim().as_bytes();
+    if let Some(t) = parse_utc_seconds(b) {
+        return t;
+    }
+    parse_feed_time_general(b)
+}
+
+/// The usual shape `YYYY-MM-DDTHH:MM:SSZ` read in one go, with the checks and arithmetic of
+/// [`parse_feed_time_general`]; `None` for any other shape.
+fn parse_utc_seconds(b: &[u8]) -> Option<Result<FeedTime, TimeError>> {
+    let b: &[u8; 20] = b.try_into().ok()?;
+    if b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'Z'
+    {
+        return None;
+    }
+    let num = |from: usize, to: usize| {
+        b[from..to].iter().try_fold(0u32, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    let (y, mo, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+    let (h, mi, sec) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
+    if mo == 0 || mo > 12 || d == 0 || d > days_in_month(y, mo) || h > 23 || mi > 59 || sec > 59 {
+        return Some(Err(TimeError::Invalid));
+    }
+    let days = days_from_civil(i64::from(y), mo, d);
+    let secs = days * 86_400 + i64::from(h * 3600 + mi * 60 + sec);
+    Some(
+        DateTime::from_timestamp(secs, 0)
+            .map(FeedTime::Instant)
+            .ok_or(TimeError::Invalid),
+    )
+}
+
+/// Every shape [`parse_feed_time`] accepts, `b` trimmed.
+fn parse_feed_time_general(b: &[u8]) -> Result<FeedTime, TimeError> {
     let mut p = Cursor { b, i: 0 };
     let (y, mo, d) = if b.len() >= 10 && b[4] == b'-' {
         let y = p.digits(4)?;
@@ -885,6 +925,34 @@ fn place_label(p: &PlaceInput<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_usual_utc_shape_reads_as_the_general_reader_does() {
+        for t in [
+            "2026-05-04T06:30:00Z",
+            "2024-02-29T23:59:59Z",
+            "2023-02-29T10:00:00Z",
+            "2026-13-01T10:00:00Z",
+            "2026-00-01T10:00:00Z",
+            "2026-05-00T10:00:00Z",
+            "2026-05-04T24:00:00Z",
+            "2026-05-04T10:60:00Z",
+            "2026-05-04T10:00:60Z",
+            "0000-01-01T00:00:00Z",
+            "9999-12-31T23:59:59Z",
+            "2026-05-04T1a:00:00Z",
+            "2026-05-04t10:00:00Z",
+            "2026-05-04 10:00:00Z",
+            "2026-05-04T10:00:00z",
+            "+026-05-04T10:00:00Z",
+        ] {
+            let b = t.as_bytes();
+            assert_eq!(parse_feed_time(t), parse_feed_time_general(b), "{t}");
+            if let Some(fast) = parse_utc_seconds(b) {
+                assert_eq!(fast, parse_feed_time_general(b), "{t}");
+            }
+        }
+    }
     use chrono::TimeZone;
 
     fn utc(s: &str) -> DateTime<Utc> {

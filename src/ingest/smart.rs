@@ -12,12 +12,17 @@
 //!   booking-phone and slot-capacity are read, as are the SAS elements (serviceType ActCode,
 //!   meta.security) when a publisher adds them — the mapping is the one of [`super::fhir`].
 //!
-//! Speed: Slot lines are recognised by their prefix and parsed in a second pass, one at a
-//! time, against the complete graph of the other resources — no slot is held in memory
-//! before it is normalised.
+//! Speed: Slot lines are recognised by their prefix and parsed in a second pass against the
+//! complete graph of the other resources: read by a hand-written reader
+//! ([`super::slot_line`]) straight into a [`SlotSummary`] (no list built, nothing
+//! allocated), on every core, in chunks of `CHUNK` lines that the normaliser takes back in
+//! line order — so the report, its line numbers and the slots' order do not depend on the
+//! number of threads. A line the fast
+//! reader refuses is read again the slow way (serde_json into a [`SlotResource`]), which
+//! words errors and rejections exactly as before.
 
 use super::fhir::{Graph, SlotEmitter, static_kind};
-use super::fhir_dto::{Resource, SlotResource};
+use super::fhir_dto::{Resource, SlotResource, SlotSummary};
 use super::normalize::Normalizer;
 use super::report::{Where, reason};
 use super::{FeedError, IngestContext, IngestOutcome, strip_bom};
@@ -138,8 +143,38 @@ pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, FeedError> {
 /// Prefix of the lines a publisher writes for slots (`resourceType` first, minified).
 const SLOT_PREFIX: &str = r#"{"resourceType":"Slot""#;
 
-/// Reads one NDJSON stream of SMART SL resources (rules in the module doc).
+/// Reads one NDJSON stream of SMART SL resources (rules in the module doc). Slot lines are
+/// read on every core of the machine (see [`ingest_ndjson_with_threads`]).
 pub fn ingest_ndjson(bytes: &[u8], ctx: &IngestContext<'_>) -> Result<IngestOutcome, FeedError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS));
+    ingest_ndjson_with_threads(bytes, ctx, threads)
+}
+
+/// Most threads reading slot lines.
+const MAX_THREADS: usize = 8;
+/// Slot lines per unit of parallel work.
+const CHUNK: usize = 2048;
+/// Chunks a reading thread may have ready ahead of the normaliser (bounds memory).
+const AHEAD: usize = 2;
+
+/// [`ingest_ndjson`] with `threads` threads reading slot lines (1: all on the caller's
+/// thread). The outcome does not depend on `threads`: lines are read in parallel, but the
+/// normaliser takes them one at a time in line order, on the caller's thread.
+pub fn ingest_ndjson_with_threads(
+    bytes: &[u8],
+    ctx: &IngestContext<'_>,
+    threads: usize,
+) -> Result<IngestOutcome, FeedError> {
+    ingest_ndjson_chunked(bytes, ctx, threads, CHUNK)
+}
+
+/// [`ingest_ndjson_with_threads`] with `chunk` slot lines per unit of parallel work.
+fn ingest_ndjson_chunked(
+    bytes: &[u8],
+    ctx: &IngestContext<'_>,
+    threads: usize,
+    chunk: usize,
+) -> Result<IngestOutcome, FeedError> {
     let bytes = strip_bom(bytes);
     let text = std::str::from_utf8(bytes).map_err(|e| {
         let line = bytes[..e.valid_up_to()]
@@ -160,7 +195,7 @@ pub fn ingest_ndjson(bytes: &[u8], ctx: &IngestContext<'_>) -> Result<IngestOutc
     let mut graph = Graph::default();
     // Pass 1: every non-slot resource; slot lines are only located.
     let mut slot_lines: Vec<(usize, &str)> = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
+    for (i, raw) in lines(text).enumerate() {
         let line = raw.trim();
         if line.is_empty() {
             continue;
@@ -194,10 +229,44 @@ pub fn ingest_ndjson(bytes: &[u8], ctx: &IngestContext<'_>) -> Result<IngestOutc
     // Pass 2: slots, in line order, against the complete graph.
     norm.reserve(slot_lines.len());
     let mut emitter = SlotEmitter::default();
-    for (n, line) in slot_lines {
-        if let Some(res) = read_line::<SlotResource<'_>>(line, n, &mut norm)? {
-            emitter.emit(&graph, res, Some(n), &mut norm);
+    let mut emit = |n, line, fast| emit_slot(n, line, fast, &graph, &mut emitter, &mut norm);
+    let chunks = slot_lines.len().div_ceil(chunk);
+    if threads <= 1 || chunks < 2 {
+        for &(n, line) in &slot_lines {
+            emit(n, line, read_slot_fast(line))?;
         }
+    } else {
+        // Thread w reads chunks w, w + t, w + 2t… and hands them over, in order, on its own
+        // bounded channel: the normaliser takes chunk k from thread k mod t, so it sees the
+        // lines in order, and each thread is at most AHEAD chunks ahead.
+        let t = threads.min(chunks);
+        let lines = &slot_lines;
+        std::thread::scope(|scope| {
+            let receivers: Vec<_> = (0..t)
+                .map(|w| {
+                    let (tx, rx) =
+                        std::sync::mpsc::sync_channel::<Vec<Option<SlotSummary<'_>>>>(AHEAD);
+                    scope.spawn(move || {
+                        for part in lines.chunks(chunk).skip(w).step_by(t) {
+                            let read = part.iter().map(|(_, l)| read_slot_fast(l)).collect();
+                            if tx.send(read).is_err() {
+                                return; // the normaliser stopped on an unreadable line
+                            }
+                        }
+                    });
+                    rx
+                })
+                .collect();
+            for (k, part) in lines.chunks(chunk).enumerate() {
+                let read = receivers[k % t]
+                    .recv()
+                    .expect("a reading thread ended early");
+                for (&(n, line), fast) in part.iter().zip(read) {
+                    emit(n, line, fast)?;
+                }
+            }
+            Ok::<(), FeedError>(())
+        })?;
     }
     let (feed, report, removed_ids) = norm.finish();
     Ok(IngestOutcome {
@@ -205,6 +274,60 @@ pub fn ingest_ndjson(bytes: &[u8], ctx: &IngestContext<'_>) -> Result<IngestOutc
         report,
         removed_ids,
     })
+}
+
+/// The lines of `text` (split at `\n`; callers trim them, which drops a `\r`). Unlike
+/// [`str::lines`], a text ending with `\n` gives a last, empty line.
+fn lines(text: &str) -> impl Iterator<Item = &str> {
+    let b = text.as_bytes();
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        if start > b.len() {
+            return None;
+        }
+        let end = find_newline(b, start).unwrap_or(b.len());
+        let line = &text[start..end];
+        start = end + 1;
+        Some(line)
+    })
+}
+
+/// Index of the first `\n` at or after `i`: 64-byte blocks tested at once (the compiler
+/// vectorises the test), then the block holding one searched byte by byte.
+fn find_newline(b: &[u8], mut i: usize) -> Option<usize> {
+    while let Some(block) = b.get(i..).and_then(|r| r.first_chunk::<64>()) {
+        if block.iter().fold(false, |a, &c| a | (c == b'\n')) {
+            break;
+        }
+        i += 64;
+    }
+    b.get(i..)?.iter().position(|&c| c == b'\n').map(|p| i + p)
+}
+
+/// Normalises one slot line, read by [`read_slot_fast`] (`fast`) or, when that failed, here.
+fn emit_slot<'v>(
+    n: usize,
+    line: &'v str,
+    fast: Option<SlotSummary<'v>>,
+    graph: &Graph<'v>,
+    emitter: &mut SlotEmitter,
+    norm: &mut Normalizer<'_, 'v>,
+) -> Result<(), FeedError> {
+    let slot = match fast {
+        Some(s) => Some(s),
+        None => read_line::<SlotResource<'_>>(line, n, norm)?.map(SlotSummary::from),
+    };
+    if let Some(s) = slot {
+        emitter.emit(graph, s, Some(n), norm);
+    }
+    Ok(())
+}
+
+/// The fast path for a Slot line ([`super::slot_line`]); `None` when the line is not of the
+/// usual shape: the caller then reads it the slow way ([`read_line`] into a
+/// [`SlotResource`]), which says what is wrong exactly as before.
+fn read_slot_fast(line: &str) -> Option<SlotSummary<'_>> {
+    super::slot_line::read(line)
 }
 
 /// Parses one line: syntax errors are fatal, shape errors are counted and give `None`.
@@ -238,5 +361,99 @@ fn read_line<'v, T: Deserialize<'v>>(
             }
             Ok(None)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::generate::{GenSpec, generate, to_ndjson};
+    use crate::ingest::sample::SampleResolver;
+
+    #[test]
+    fn lines_split_as_str_lines_does() {
+        let long = "x".repeat(150);
+        let mut texts: Vec<String> = ["", "a", "a\n", "a\r\nb", "\n\n", "\r\n"]
+            .map(str::to_string)
+            .to_vec();
+        for k in [0, 1, 63, 64, 65, 127, 128, 149] {
+            texts.push(format!("{}\n{}\r\n\n{long}", &long[..k], &long[k..]));
+        }
+        for t in &texts {
+            let mut expected: Vec<&str> = t.lines().collect();
+            if t.ends_with('\n') || t.is_empty() {
+                expected.push("");
+            }
+            let got: Vec<&str> = lines(t).collect();
+            let trim = |v: &[&str]| v.iter().map(|l| l.trim().to_string()).collect::<Vec<_>>();
+            assert_eq!(trim(&got), trim(&expected), "{t:?}");
+        }
+    }
+
+    #[test]
+    fn the_outcome_does_not_depend_on_the_number_of_threads() {
+        let start = "2026-05-04T06:00:00Z".parse().unwrap();
+        let feed = generate(&GenSpec::new(5, 3 * CHUNK + 17, 150, start));
+        let mut text = String::from_utf8(to_ndjson(&feed)).unwrap();
+        // Some lines the fast reader refuses and one the slow reader rejects, in later chunks.
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        let mut out = Vec::new();
+        for (i, l) in lines.iter().enumerate() {
+            if i % 997 == 0 && l.starts_with(SLOT_PREFIX) {
+                // `security: null` is read by the slow reader only.
+                out.push(if l.contains(r#""meta":{"security":"#) {
+                    l.replacen(
+                        r#""meta":{"security":"#,
+                        r#""meta":{"security":null,"x":"#,
+                        1,
+                    )
+                } else {
+                    l.replacen(
+                        SLOT_PREFIX,
+                        r#"{"resourceType":"Slot","meta":{"security":null}"#,
+                        1,
+                    )
+                });
+            } else if i == lines.len() - 5 {
+                out.push(r#"{"resourceType":"Slot","id":"bad","status":5}"#.to_string());
+            } else {
+                out.push(l.clone());
+            }
+        }
+        text = out.join("\n");
+        let resolver = SampleResolver::default();
+        let ctx = IngestContext::new(start, &resolver);
+        let one = ingest_ndjson_with_threads(text.as_bytes(), &ctx, 1).unwrap();
+        assert_eq!(one.report.received as usize, 3 * CHUNK + 17);
+        assert_eq!(one.report.rejected.values().sum::<u64>(), 1);
+        for threads in [2, 3, 8] {
+            let many = ingest_ndjson_with_threads(text.as_bytes(), &ctx, threads).unwrap();
+            assert_eq!(many, one, "{threads} threads");
+        }
+        // Small chunks: reading threads run ahead and wait on their channels.
+        for threads in [2, 5] {
+            let many = ingest_ndjson_chunked(text.as_bytes(), &ctx, threads, 64).unwrap();
+            assert_eq!(many, one, "{threads} threads, chunks of 64");
+        }
+        // An unreadable line, late or early, stops the stream with the same error (and the
+        // reading threads, waiting or not, stop too).
+        let broken = format!("{text}\n{{\"resourceType\":\"Slot\",\"id\":\n");
+        let e1 = ingest_ndjson_with_threads(broken.as_bytes(), &ctx, 1).unwrap_err();
+        let e2 = ingest_ndjson_with_threads(broken.as_bytes(), &ctx, 2).unwrap_err();
+        assert_eq!(e1.to_string(), e2.to_string());
+        assert_eq!(e1.line(), Some(text.lines().count() + 1));
+        let first_slot = text
+            .lines()
+            .position(|l| l.starts_with(SLOT_PREFIX))
+            .unwrap();
+        let mut early: Vec<&str> = text.lines().collect();
+        early[first_slot + 100] = r#"{"resourceType":"Slot","id":"#;
+        let early = early.join("\n");
+        let e1 = ingest_ndjson_with_threads(early.as_bytes(), &ctx, 1).unwrap_err();
+        for threads in [2, 5] {
+            let e = ingest_ndjson_chunked(early.as_bytes(), &ctx, threads, 64).unwrap_err();
+            assert_eq!(e.to_string(), e1.to_string());
+        }
+        assert_eq!(e1.line(), Some(first_slot + 101));
     }
 }
