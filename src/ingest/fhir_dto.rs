@@ -259,9 +259,7 @@ impl<'a> From<Resource<'a>> for SlotResource<'a> {
 /// they are read, so reading a slot allocates nothing unless a string has escapes or a
 /// security code is unknown.
 ///
-/// Two ways to get one, which give equal values: from a [`SlotResource`] (`From`), or
-/// straight from an NDJSON line ([`super::slot_line::read`], the fast path, which leaves
-/// every unusual line to the first way). Both fold with the methods below.
+/// Made from a [`SlotResource`] (`From`) with the folding methods below.
 #[derive(Debug, Default, PartialEq)]
 pub struct SlotSummary<'a> {
     pub id: Option<Str<'a>>,

@@ -35,7 +35,6 @@ pub mod normalize;
 pub mod poll;
 pub mod report;
 pub mod sample;
-pub mod slot_line;
 pub mod smart;
 
 pub use report::{Example, IngestReport, reason};

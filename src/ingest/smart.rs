@@ -13,13 +13,11 @@
 //!   meta.security) when a publisher adds them — the mapping is the one of [`super::fhir`].
 //!
 //! Speed: Slot lines are recognised by their prefix and parsed in a second pass against the
-//! complete graph of the other resources: read by a hand-written reader
-//! ([`super::slot_line`]) straight into a [`SlotSummary`] (no list built, nothing
-//! allocated), on every core, in chunks of `CHUNK` lines that the normaliser takes back in
-//! line order — so the report, its line numbers and the slots' order do not depend on the
-//! number of threads. A line the fast
-//! reader refuses is read again the slow way (serde_json into a [`SlotResource`]), which
-//! words errors and rejections exactly as before.
+//! complete graph of the other resources: read by serde_json into a borrowed
+//! [`SlotResource`] folded into a [`SlotSummary`], on every core, in chunks of `CHUNK` lines
+//! that the normaliser takes back in line order — so the report, its line numbers and the
+//! slots' order do not depend on the number of threads. A line that cannot be read there is
+//! read again on the normaliser's thread, which words errors and rejections.
 
 use super::fhir::{Graph, SlotEmitter, static_kind};
 use super::fhir_dto::{Resource, SlotResource, SlotSummary};
@@ -323,11 +321,12 @@ fn emit_slot<'v>(
     Ok(())
 }
 
-/// The fast path for a Slot line ([`super::slot_line`]); `None` when the line is not of the
-/// usual shape: the caller then reads it the slow way ([`read_line`] into a
-/// [`SlotResource`]), which says what is wrong exactly as before.
+/// A Slot line read on a reading thread; `None` when it cannot be read as a Slot: the
+/// normaliser then reads it again ([`read_line`]), which says what is wrong.
 fn read_slot_fast(line: &str) -> Option<SlotSummary<'_>> {
-    super::slot_line::read(line)
+    serde_json::from_str::<SlotResource<'_>>(line)
+        .ok()
+        .map(SlotSummary::from)
 }
 
 /// Parses one line: syntax errors are fatal, shape errors are counted and give `None`.
