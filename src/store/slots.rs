@@ -431,11 +431,17 @@ pub fn replace_snapshot(
     sqlite_cache_kib(conn, 512 * 1024)?;
     let result = super::write_tx(conn, |conn| {
         let lap = std::time::Instant::now();
-        let seq: i64 = db_run!(&mut *conn, |c| sources::table
-            .find(source_id)
-            .select(sources::snapshot_seq)
-            .first::<i64>(c))?
-            + 1;
+        // Snapshots of one source are serialised: SQLite's write transaction already is one
+        // at a time; on PostgreSQL the source row is locked, so that two concurrent uploads
+        // never take the same `seq` nor both the first-snapshot path (the second would fail
+        // on the unique key instead of waiting and updating).
+        let last = sources::table.find(source_id).select(sources::snapshot_seq);
+        let seq: i64 = match &mut *conn {
+            #[cfg(feature = "sqlite")]
+            DbConn::Sqlite(c) => last.first::<i64>(&mut **c)?,
+            #[cfg(feature = "postgres")]
+            DbConn::Postgres(c) => last.for_no_key_update().first::<i64>(&mut **c)?,
+        } + 1;
         // Places: upsert, then map key → id.
         let mut place_ids: HashMap<String, i64> = HashMap::with_capacity(new_places.len());
         for chunk in new_places.chunks(CHUNK) {
