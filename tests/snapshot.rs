@@ -1,6 +1,7 @@
-//! A snapshot written by the store (bulk paths: multi-row upserts on SQLite, `COPY` into a
-//! staging table on PostgreSQL) keeps every text exactly, and the index built from the feed
-//! right after the commit is the one a full reload from the database gives.
+//! A snapshot written by the store (bulk paths: a first snapshot inserted directly — `COPY` on
+//! PostgreSQL, one-row `INSERT`s on SQLite —, later ones through a staging table and one upsert)
+//! keeps every text exactly, and the index built from the feed right after the commit is the
+//! one a full reload from the database gives.
 
 mod common;
 

@@ -7,7 +7,15 @@
 //! - a refresh never touches operator state (`hold_id`, `held_until`, `appointment_id`): a held
 //!   or booked slot is never turned back to free by a feed, and one that vanishes from its feed
 //!   while held or booked is kept and marked `removed_from_feed_at` (reported), not deleted;
-//! - a slot whose start has passed is history: kept when it leaves the feed.
+//! - a slot whose start has passed is history: kept when it leaves the feed;
+//! - snapshots of one source are applied one after the other (PostgreSQL: the source row is
+//!   locked; SQLite: one write transaction at a time);
+//! - `slots` has no foreign keys on PostgreSQL (see its migration `slots_bulk_load`): this
+//!   module is its only writer and keeps `source_id` and `place_id` valid itself.
+//!
+//! Two write paths: a source with no rows gets its rows inserted directly with ids taken
+//! beforehand (`write_fresh`); a source with rows goes through a staging table and one
+//! upsert (`write_slots`).
 
 use super::schema::{places, slots, sources};
 use super::{DbConn, StoreError, to_epoch};
