@@ -3,7 +3,8 @@
 //! while that snapshot is being ingested, against idle.
 //!
 //! `cargo bench --all-features --bench snapshot` (`SASNP_BENCH_SLOTS=…` to change the size,
-//! `SASNP_BENCH_LOG=sasnp=debug` to print the phases of each ingest;
+//! `SASNP_BENCH_LOG=sasnp=debug` to print the phases of each ingest, `SASNP_BENCH_AGAIN=1` to
+//! time a second upload of the same snapshot, which updates rows instead of inserting them;
 //! `SASNP_BENCH_PG_URL=postgres://postgres@127.0.0.1:5432/test` adds PostgreSQL: a scratch
 //! database is created and dropped).
 
@@ -91,6 +92,7 @@ async fn run(label: &str, database_url: String, body: actix_web::web::Bytes, slo
         .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let busy = measure(stop.clone(), resident.clone(), qs.clone());
+    let body_again = body.clone();
     let t = Instant::now();
     let res = client
         .put(format!("{base}/v1/sources/{id}/slots"))
@@ -107,6 +109,21 @@ async fn run(label: &str, database_url: String, body: actix_web::web::Bytes, slo
     let busy = busy.join().unwrap();
     assert_eq!(status, 200, "{report}");
     let searchable = state.index.load().slot_count;
+    if std::env::var_os("SASNP_BENCH_AGAIN").is_some() {
+        // The same snapshot again: every row exists already (the upsert path, not the first
+        // load's plain insert).
+        let t = Instant::now();
+        let res = client
+            .put(format!("{base}/v1/sources/{id}/slots"))
+            .bearer_auth(&token)
+            .header("Content-Type", "application/x-ndjson")
+            .body(body_again)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        eprintln!("{label}: the same snapshot again took {:.2?}", t.elapsed());
+    }
     let (ip50, ip99, _) = p99(idle);
     let (bp50, bp99, bn) = p99(busy);
     println!(

@@ -1,6 +1,7 @@
-//! A snapshot written by the store (bulk paths: multi-row upserts on SQLite, `COPY` into a
-//! staging table on PostgreSQL) keeps every text exactly, and the index built from the feed
-//! right after the commit is the one a full reload from the database gives.
+//! A snapshot written by the store (bulk paths: a first snapshot inserted directly — `COPY` on
+//! PostgreSQL, one-row `INSERT`s on SQLite —, later ones through a staging table and one upsert)
+//! keeps every text exactly, and the index built from the feed right after the commit is the
+//! one a full reload from the database gives.
 
 mod common;
 
@@ -205,4 +206,58 @@ async fn texts_survive_the_bulk_write_and_the_index_from_the_feed_equals_a_reloa
             .unwrap();
         assert_eq!(from_feed, reloaded, "round {round}");
     }
+}
+
+/// Two uploads of a source that has no slots yet, at the same time: both apply, one after the
+/// other (neither fails on the unique key of the first-snapshot path), and the source ends with
+/// the snapshot that committed last. (Whether they actually overlap depends on scheduling; when
+/// they do not, the test still holds.)
+#[tokio::test]
+async fn two_concurrent_first_snapshots_of_a_source_both_apply_one_after_the_other() {
+    let app = spawn_app().await;
+    let cpts = app.nantes_cpts();
+    let token = app.admin_token.clone();
+    let source = app.csv_source(&token, &cpts).await;
+    let now = app.clock.now();
+    let put = |n: usize| {
+        // Places of their own, so that neither upload waits on the other's places.
+        let mut f = feed(now, n);
+        for p in &mut f.places {
+            p.key = format!("{}/{n}", p.key).into();
+        }
+        for s in &mut f.slots {
+            s.place_key = format!("{}/{n}", s.place_key).into();
+        }
+        let (state, cpts) = (app.state.clone(), cpts.clone());
+        async move {
+            state
+                .db
+                .run_long(move |c| {
+                    let o = sasnp::store::slots::replace_snapshot(
+                        c,
+                        source,
+                        &cpts,
+                        &f,
+                        &[],
+                        now,
+                        &|_| "{}".into(),
+                    )?;
+                    Ok((o.seq, n))
+                })
+                .await
+        }
+    };
+    let (a, b) = tokio::join!(put(30), put(20));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let mut seqs = [a.0, b.0];
+    seqs.sort();
+    assert_eq!(seqs, [1, 2], "one after the other");
+    let last = if a.0 == 2 { a.1 } else { b.1 };
+    let rows = app
+        .state
+        .db
+        .run(move |c| sasnp::store::slots::load_for_index(c, Some(source), now.timestamp()))
+        .await
+        .unwrap();
+    assert_eq!(rows.1.len(), last);
 }
