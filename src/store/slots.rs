@@ -10,8 +10,8 @@
 //! - a slot whose start has passed is history: kept when it leaves the feed;
 //! - snapshots of one source are applied one after the other (PostgreSQL: the source row is
 //!   locked; SQLite: one write transaction at a time);
-//! - `slots` has no foreign keys on PostgreSQL (see its migration `slots_bulk_load`): this
-//!   module is its only writer and keeps `source_id` and `place_id` valid itself.
+//! - `slots.source_id` and `slots.place_id` stay foreign keys on both backends: a place is
+//!   written before the slots that refer to it, in the same transaction.
 //!
 //! Two write paths: a source with no rows gets its rows inserted directly with ids taken
 //! beforehand (`write_fresh`); a source with rows goes through a staging table and one

@@ -1,4 +1,3 @@
 -- Deleting a slot (one that left its feed) sets `appointments.slot_id` to NULL: without an
--- index each deleted slot scanned the whole appointments table. (PostgreSQL's migration of
--- the same name also drops the foreign keys of `slots`; SQLite keeps them, see there.)
+-- index each deleted slot scanned the whole appointments table.
 CREATE INDEX appointments_slot ON appointments (slot_id);
