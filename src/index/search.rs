@@ -1,11 +1,15 @@
 //! Nearest-free-slot search on a snapshot: no database, no allocation per visited slot.
 //!
-//! Places come out of the R-tree by increasing great-circle distance; for each, the slots in
-//! the time window are found by binary search and filtered. The radius starts at the
+//! Places come out of the place tree by increasing great-circle distance, whole neighbourhoods
+//! that cannot match the filters skipped on their summaries; for each place, the slots in the
+//! time window are found by binary search in its compact keys and filtered on their packed
+//! attributes, the slot itself is only read for a hit. The radius starts at the
 //! department's default and grows by its step up to a cap until `limit` results are found; the
 //! answer says how far it went.
 
-use super::{PlaceEntry, PlaceSummary, SlotEntry, SlotIndex, Snapshot};
+use super::{
+    Attrs, CODE_OVERFLOW, CodeBits, PlaceEntry, PlaceSummary, SlotEntry, SlotIndex, Snapshot,
+};
 use crate::domain::LatLon;
 use crate::domain::slot::Modality;
 use std::sync::Arc;
@@ -124,12 +128,18 @@ fn matches(q: &Query, s: &SlotEntry) -> bool {
             .is_none_or(|p| s.provider.specialty.as_deref() == Some(p))
 }
 
-/// The query's filters as masks over [`PlaceSummary`]: a place failing them holds no match.
-struct PlaceFilter {
+/// The query's filters as masks over [`PlaceSummary`] (a place failing them holds no match)
+/// and over slot [`Attrs`].
+pub(crate) struct PlaceFilter {
     modalities: u8,
     surnumeraire: u8,
     profession: u64,
     specialty: u64,
+    /// Code ids wanted (0: any).
+    profession_id: u8,
+    specialty_id: u8,
+    /// The attributes decide the match alone (no wanted code shares the overflow id).
+    exact: bool,
     from: i64,
     to: i64,
     /// A filter names a code no slot has: nothing can match.
@@ -137,13 +147,14 @@ struct PlaceFilter {
 }
 
 impl PlaceFilter {
-    fn new(snap: &Snapshot, q: &Query, from: i64) -> Self {
-        let code = |bits: &super::CodeBits, c: &Option<String>| match c {
+    pub(crate) fn new(snap: &Snapshot, q: &Query, from: i64) -> Self {
+        let code = |bits: &CodeBits, c: &Option<String>| match c {
             None => Some(0),
             Some(c) => bits.get(c),
         };
         let profession = code(&snap.professions, &q.profession);
         let specialty = code(&snap.specialties, &q.specialty);
+        let (profession_id, specialty_id) = (profession.unwrap_or(0), specialty.unwrap_or(0));
         PlaceFilter {
             modalities: if q.modalities.is_empty() {
                 u8::MAX
@@ -155,8 +166,11 @@ impl PlaceFilter {
                 Surnumeraire::Only => 0b10,
                 Surnumeraire::Exclude => 0b01,
             },
-            profession: profession.unwrap_or(0),
-            specialty: specialty.unwrap_or(0),
+            profession: CodeBits::bit(profession_id),
+            specialty: CodeBits::bit(specialty_id),
+            profession_id,
+            specialty_id,
+            exact: profession_id != CODE_OVERFLOW && specialty_id != CODE_OVERFLOW,
             from,
             to: q.to,
             impossible: profession.is_none() || specialty.is_none() || from >= q.to,
@@ -170,6 +184,19 @@ impl PlaceFilter {
             && (self.specialty == 0 || p.specialties & self.specialty != 0)
             && p.first_start < self.to
             && p.last_start >= self.from
+    }
+
+    /// Whether a slot with these attributes matches (with [`Self::exact`]; otherwise it may).
+    fn admits_slot(&self, a: Attrs) -> bool {
+        a.modalities() & self.modalities != 0
+            && a.surnumeraire() & self.surnumeraire != 0
+            && (self.profession_id == 0 || a.profession() == self.profession_id)
+            && (self.specialty_id == 0 || a.specialty() == self.specialty_id)
+    }
+
+    /// Whether slot `s` with attributes `a` matches the query (offered and visible: it has a key).
+    fn matches<'e>(&self, q: &Query, a: Attrs, s: impl FnOnce() -> &'e SlotEntry) -> bool {
+        self.admits_slot(a) && (self.exact || matches(q, s()))
     }
 }
 
@@ -199,16 +226,14 @@ pub fn search<'s>(snap: &'s Snapshot, index: &SlotIndex, q: &Query) -> Found<'s>
     let mut bound = cap;
     let filter = PlaceFilter::new(snap, q, from);
     let places = snap
-        .nearest_indexed(q.origin)
+        .nearest_admitted(q.origin, reach_c2(cap), |s| filter.admits(s))
         .take_while(|_| !filter.impossible);
-    for (pi, d) in places {
+    for (pi, c2) in places {
+        let d = super::chord2_to_m(c2);
         if d > bound {
             break;
         }
-        if !filter.admits(&snap.summaries[pi]) {
-            continue;
-        }
-        scan_place(&snap.places[pi], d, from, q, index, per_place, &mut hits);
+        scan_place(snap, pi, d, &filter, q, index, per_place, &mut hits);
         if hits.len() >= limit && bound == cap {
             bound = match q.order {
                 Order::Neutral => ((d / NEUTRAL_BUCKET_M).floor() + 1.0) * NEUTRAL_BUCKET_M,
@@ -243,7 +268,7 @@ pub fn search<'s>(snap: &'s Snapshot, index: &SlotIndex, q: &Query) -> Found<'s>
         }
         Order::Soonest => {
             hits = soonest_within(snap, index, q, &filter, radius_m, limit)
-                .unwrap_or_else(|| all_within(snap, index, q, &filter, radius_m));
+                .unwrap_or_else(|| all_within(snap, index, q, &filter, radius_m, limit));
             hits.sort_by(|a, b| {
                 a.slot()
                     .start
@@ -261,8 +286,10 @@ pub fn search<'s>(snap: &'s Snapshot, index: &SlotIndex, q: &Query) -> Found<'s>
     }
 }
 
-/// The `limit` earliest matching slots within `radius_m`, scanning slots in start order;
-/// `None` when more than [`SOONEST_SCAN_CAP`] entries would be needed.
+/// The matching slots within `radius_m` that start before the `limit`-th earliest or with it
+/// (the caller sorts by start then distance and cuts, so slots starting with the `limit`-th
+/// compete by distance), scanning slots in start order; `None` when more than
+/// [`SOONEST_SCAN_CAP`] entries would be needed.
 fn soonest_within<'s>(
     snap: &'s Snapshot,
     index: &SlotIndex,
@@ -277,91 +304,104 @@ fn soonest_within<'s>(
     let from = filter.from;
     let origin = super::to_xyz(q.origin);
     let max_c2 = super::m_to_chord2(radius_m);
-    let first = snap.by_start.partition_point(|e| e.0 < from);
-    let mut hits = Vec::new();
-    for (n, &(start, pi, si)) in snap.by_start[first..].iter().enumerate() {
-        if start >= q.to {
+    let first = snap.by_start.partition_point(|e| e.start < from);
+    let mut hits: Vec<Hit> = Vec::new();
+    // once `limit` hits are in, the rest of their last start's entries still compete by distance
+    let mut last = i64::MAX;
+    for (n, e) in snap.by_start[first..].iter().enumerate() {
+        if e.start >= q.to || e.start > last {
             return Some(hits);
         }
         if n >= SOONEST_SCAN_CAP {
             return None;
         }
-        let p = snap.xyz[pi as usize];
-        let c2 =
-            (p[0] - origin[0]).powi(2) + (p[1] - origin[1]).powi(2) + (p[2] - origin[2]).powi(2);
-        if c2 > max_c2 || !filter.admits(&snap.summaries[pi as usize]) {
+        if !filter.admits_slot(e.attrs) {
             continue;
         }
-        let place = &snap.places[pi as usize];
-        let s = &place.slots[si as usize];
-        if place.source.is_fresh(q.now) && matches(q, s) && !index.is_taken(s.id, q.now) {
+        let pi = e.place as usize;
+        let p = snap.xyz[pi];
+        let c2 =
+            (p[0] - origin[0]).powi(2) + (p[1] - origin[1]).powi(2) + (p[2] - origin[2]).powi(2);
+        if c2 > max_c2 || !snap.is_fresh(pi, q.now) {
+            continue;
+        }
+        let place = &snap.places[pi];
+        let s = &place.slots[e.slot as usize];
+        if filter.matches(q, e.attrs, || s) && !index.is_taken(s.id, q.now) {
             hits.push(Hit {
                 place,
-                slot: si as usize,
+                slot: e.slot as usize,
                 distance_m: super::chord2_to_m(c2),
             });
-            if hits.len() >= limit {
-                return Some(hits);
+            if hits.len() == limit {
+                last = e.start;
             }
         }
     }
     Some(hits)
 }
 
-/// Every matching slot within `radius_m` (the fallback of `soonest`).
+/// A squared chord a little beyond `m` metres, so that pruning on it never drops a place
+/// that the metre comparison would keep.
+fn reach_c2(m: f64) -> f64 {
+    super::m_to_chord2(m) * (1.0 + 1e-9) + 1e-18
+}
+
+/// Every matching slot within `radius_m` (the fallback of `soonest`), at most `limit` per
+/// place: a place's slots share its distance, so only its `limit` earliest can be among the
+/// `limit` soonest.
 fn all_within<'s>(
     snap: &'s Snapshot,
     index: &SlotIndex,
     q: &Query,
     filter: &PlaceFilter,
     radius_m: f64,
+    limit: usize,
 ) -> Vec<Hit<'s>> {
     let mut hits = Vec::new();
     if filter.impossible {
         return hits;
     }
-    for (pi, d) in snap.nearest_indexed(q.origin) {
+    for (pi, c2) in snap.nearest_admitted(q.origin, reach_c2(radius_m), |s| filter.admits(s)) {
+        let d = super::chord2_to_m(c2);
         if d > radius_m {
             break;
         }
-        if filter.admits(&snap.summaries[pi]) {
-            scan_place(
-                &snap.places[pi],
-                d,
-                filter.from,
-                q,
-                index,
-                usize::MAX,
-                &mut hits,
-            );
-        }
+        scan_place(snap, pi, d, filter, q, index, limit, &mut hits);
     }
     hits
 }
 
-/// Adds the first `max` matching, untaken slots of a fresh `place` starting in `[from, q.to)`.
+/// Adds the first `max` matching, untaken slots of a fresh place starting in
+/// `[filter.from, q.to)`.
+#[allow(clippy::too_many_arguments)]
 fn scan_place<'s>(
-    place: &'s Arc<PlaceEntry>,
+    snap: &'s Snapshot,
+    pi: usize,
     d: f64,
-    from: i64,
+    filter: &PlaceFilter,
     q: &Query,
     index: &SlotIndex,
     max: usize,
     hits: &mut Vec<Hit<'s>>,
 ) {
-    if !place.source.is_fresh(q.now) {
+    if !snap.is_fresh(pi, q.now) {
         return;
     }
-    let first = place.slots.partition_point(|s| s.start < from);
+    let keys = snap.keys_of(pi);
+    let first = keys.partition_point(|k| k.start < filter.from);
+    let place = &snap.places[pi];
     let mut added = 0;
-    for (i, s) in place.slots[first..].iter().enumerate() {
-        if s.start >= q.to || added >= max {
+    for k in &keys[first..] {
+        if k.start >= q.to || added >= max {
             break;
         }
-        if matches(q, s) && !index.is_taken(s.id, q.now) {
+        if filter.matches(q, k.attrs, || &place.slots[k.slot as usize])
+            && !index.is_taken(k.id, q.now)
+        {
             hits.push(Hit {
                 place,
-                slot: first + i,
+                slot: k.slot as usize,
                 distance_m: d,
             });
             added += 1;
@@ -561,7 +601,7 @@ mod tests {
             let want: Vec<i64> = expected.iter().take(limit).map(|e| e.0).collect();
             assert_eq!(starts(&found.hits), want, "limit {limit}");
             let filter = PlaceFilter::new(&snap, &q, q.now + 1);
-            let mut fallback = all_within(&snap, &index, &q, &filter, found.radius_m);
+            let mut fallback = all_within(&snap, &index, &q, &filter, found.radius_m, limit);
             fallback.sort_by(|a, b| {
                 a.slot()
                     .start
@@ -765,6 +805,23 @@ mod tests {
             for (g, e) in got.iter().zip(&expected) {
                 assert_eq!(g.0, e.0, "query {n}: {q:?}");
                 assert!((g.1 - e.1).abs() < 1.0, "query {n}: {q:?}");
+            }
+            if q.order == Order::Soonest {
+                // the fallback (every place within the radius) gives the same answer
+                let filter = PlaceFilter::new(&snap, &q, q.from.max(q.now + 1));
+                let mut all = all_within(&snap, &index, &q, &filter, found.radius_m, q.limit);
+                all.sort_by(|a, b| {
+                    a.slot()
+                        .start
+                        .cmp(&b.slot().start)
+                        .then(a.distance_m.total_cmp(&b.distance_m))
+                });
+                all.truncate(q.limit);
+                assert_eq!(all.len(), expected.len(), "fallback, query {n}");
+                for (g, e) in all.iter().zip(&expected) {
+                    assert_eq!(g.slot().start, e.0, "fallback, query {n}");
+                    assert!((g.distance_m - e.1).abs() < 1.0, "fallback, query {n}");
+                }
             }
         }
     }
