@@ -215,6 +215,16 @@ impl Attrs {
     }
 }
 
+/// The bit of a (code id, modality) pair in [`PlaceSummary::profession_modes`] and
+/// [`PlaceSummary::specialty_modes`]: ids 1–21 have their own three bits, any other id
+/// (none, or beyond 21) shares bit 63.
+pub(crate) fn mode_bit(code: u8, modality: u32) -> u64 {
+    match code {
+        1..=21 => 1 << ((u32::from(code) - 1) * 3 + modality),
+        _ => 1 << 63,
+    }
+}
+
 /// A slot that may be offered (offered by its feed, visible to operators), as a search scans
 /// it: a place's keys are consecutive in [`Snapshot::keys`], sorted by start.
 #[derive(Debug, Clone, Copy)]
@@ -231,6 +241,8 @@ pub(crate) struct SlotKey {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TimeKey {
     pub start: i64,
+    /// The slot's id (for the operator-state overlay).
+    pub id: i64,
     pub place: u32,
     pub slot: u32,
     pub attrs: Attrs,
@@ -248,6 +260,11 @@ pub(crate) struct PlaceSummary {
     /// Interned profession / specialty codes present ([`CodeBits::bit`]).
     pub professions: u64,
     pub specialties: u64,
+    /// (profession, modality) and (specialty, modality) pairs present ([`mode_bit`]): a
+    /// cabinet whose médecin consults at the practice and whose infirmier visits at home does
+    /// not offer home visits by a médecin.
+    pub profession_modes: u64,
+    pub specialty_modes: u64,
     /// Earliest and latest start of those slots (an empty place has `first > last`).
     pub first_start: i64,
     pub last_start: i64,
@@ -259,6 +276,8 @@ impl PlaceSummary {
         surnumeraire: 0,
         professions: 0,
         specialties: 0,
+        profession_modes: 0,
+        specialty_modes: 0,
         first_start: i64::MAX,
         last_start: i64::MIN,
     };
@@ -270,6 +289,9 @@ impl PlaceSummary {
             sum.surnumeraire |= k.attrs.surnumeraire();
             sum.professions |= CodeBits::bit(k.attrs.profession());
             sum.specialties |= CodeBits::bit(k.attrs.specialty());
+            let m = u32::from(k.attrs.modalities()).trailing_zeros();
+            sum.profession_modes |= mode_bit(k.attrs.profession(), m);
+            sum.specialty_modes |= mode_bit(k.attrs.specialty(), m);
             sum.first_start = sum.first_start.min(k.start);
             sum.last_start = sum.last_start.max(k.start);
         }
@@ -282,6 +304,8 @@ impl PlaceSummary {
             surnumeraire: self.surnumeraire | o.surnumeraire,
             professions: self.professions | o.professions,
             specialties: self.specialties | o.specialties,
+            profession_modes: self.profession_modes | o.profession_modes,
+            specialty_modes: self.specialty_modes | o.specialty_modes,
             first_start: self.first_start.min(o.first_start),
             last_start: self.last_start.max(o.last_start),
         }
@@ -374,6 +398,7 @@ impl Snapshot {
                     .iter()
                     .map(move |k| TimeKey {
                         start: k.start,
+                        id: k.id,
                         place: pi as u32,
                         slot: k.slot,
                         attrs: k.attrs,
@@ -411,8 +436,35 @@ impl Snapshot {
         max_c2: f64,
         admits: F,
     ) -> impl Iterator<Item = (usize, f64)> + 'a {
+        self.tree.nearest(
+            &self.xyz,
+            &self.summaries,
+            to_xyz(origin),
+            max_c2,
+            admits,
+            false,
+        )
+    }
+
+    /// Like [`Self::nearest_admitted`] for blocks of consecutive places: each block's place
+    /// indices with a lower bound of their squared chords, by increasing bound.
+    pub(crate) fn nearest_blocks<'a, F: Fn(&PlaceSummary) -> bool + 'a>(
+        &'a self,
+        origin: LatLon,
+        max_c2: f64,
+        admits: F,
+    ) -> impl Iterator<Item = (std::ops::Range<usize>, f64)> + 'a {
+        let n = self.places.len();
         self.tree
-            .nearest(&self.xyz, &self.summaries, to_xyz(origin), max_c2, admits)
+            .nearest(
+                &self.xyz,
+                &self.summaries,
+                to_xyz(origin),
+                max_c2,
+                admits,
+                true,
+            )
+            .map(move |(b, c2)| (b * tree::FANOUT..((b + 1) * tree::FANOUT).min(n), c2))
     }
 
     /// Whether the source of place `pi` may be offered at `now`.

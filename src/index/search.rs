@@ -9,6 +9,7 @@
 
 use super::{
     Attrs, CODE_OVERFLOW, CodeBits, PlaceEntry, PlaceSummary, SlotEntry, SlotIndex, Snapshot,
+    mode_bit,
 };
 use crate::domain::LatLon;
 use crate::domain::slot::Modality;
@@ -130,11 +131,15 @@ fn matches(q: &Query, s: &SlotEntry) -> bool {
 
 /// The query's filters as masks over [`PlaceSummary`] (a place failing them holds no match)
 /// and over slot [`Attrs`].
+#[derive(Clone)]
 pub(crate) struct PlaceFilter {
     modalities: u8,
     surnumeraire: u8,
     profession: u64,
     specialty: u64,
+    /// [`mode_bit`]s of the wanted code with each wanted modality (0: no such filter).
+    profession_modes: u64,
+    specialty_modes: u64,
     /// Code ids wanted (0: any).
     profession_id: u8,
     specialty_id: u8,
@@ -144,6 +149,8 @@ pub(crate) struct PlaceFilter {
     to: i64,
     /// A filter names a code no slot has: nothing can match.
     impossible: bool,
+    /// Every source of the snapshot is fresh (no per-place check needed).
+    all_fresh: bool,
 }
 
 impl PlaceFilter {
@@ -155,12 +162,21 @@ impl PlaceFilter {
         let profession = code(&snap.professions, &q.profession);
         let specialty = code(&snap.specialties, &q.specialty);
         let (profession_id, specialty_id) = (profession.unwrap_or(0), specialty.unwrap_or(0));
+        let modalities = if q.modalities.is_empty() {
+            u8::MAX
+        } else {
+            q.modalities.iter().fold(0, |m, x| m | 1 << *x as u8)
+        };
+        let modes = |id: u8| match id {
+            0 => 0,
+            id => (0..3)
+                .filter(|m| modalities & 1 << m != 0)
+                .fold(0, |acc, m| acc | mode_bit(id, m)),
+        };
         PlaceFilter {
-            modalities: if q.modalities.is_empty() {
-                u8::MAX
-            } else {
-                q.modalities.iter().fold(0, |m, x| m | 1 << *x as u8)
-            },
+            modalities,
+            profession_modes: modes(profession_id),
+            specialty_modes: modes(specialty_id),
             surnumeraire: match q.surnumeraire {
                 Surnumeraire::Include => 0b11,
                 Surnumeraire::Only => 0b10,
@@ -174,6 +190,8 @@ impl PlaceFilter {
             from,
             to: q.to,
             impossible: profession.is_none() || specialty.is_none() || from >= q.to,
+            all_fresh: snap.source_list.len() <= 64
+                && snap.source_list.iter().all(|s| s.is_fresh(q.now)),
         }
     }
 
@@ -182,6 +200,8 @@ impl PlaceFilter {
             && p.surnumeraire & self.surnumeraire != 0
             && (self.profession == 0 || p.professions & self.profession != 0)
             && (self.specialty == 0 || p.specialties & self.specialty != 0)
+            && (self.profession_modes == 0 || p.profession_modes & self.profession_modes != 0)
+            && (self.specialty_modes == 0 || p.specialty_modes & self.specialty_modes != 0)
             && p.first_start < self.to
             && p.last_start >= self.from
     }
@@ -194,6 +214,11 @@ impl PlaceFilter {
             && (self.specialty_id == 0 || a.specialty() == self.specialty_id)
     }
 
+    /// Whether the source of place `pi` may be offered.
+    fn fresh(&self, snap: &Snapshot, pi: usize, now: i64) -> bool {
+        self.all_fresh || snap.is_fresh(pi, now)
+    }
+
     /// Whether slot `s` with attributes `a` matches the query (offered and visible: it has a key).
     fn matches<'e>(&self, q: &Query, a: Attrs, s: impl FnOnce() -> &'e SlotEntry) -> bool {
         self.admits_slot(a) && (self.exact || matches(q, s()))
@@ -202,7 +227,7 @@ impl PlaceFilter {
 
 /// How many entries of the time index a `soonest` query may scan before it falls back to
 /// visiting every place within the radius (dense time ranges far from the patient).
-pub const SOONEST_SCAN_CAP: usize = 20_000;
+pub const SOONEST_SCAN_CAP: usize = 100_000;
 
 /// Runs `q` on `snap`, skipping slots `index` knows to be held or booked.
 ///
@@ -213,7 +238,6 @@ pub fn search<'s>(snap: &'s Snapshot, index: &SlotIndex, q: &Query) -> Found<'s>
     let from = q.from.max(q.now + 1);
     let cap = q.radius.cap_m();
     let limit = q.limit.max(1);
-    let mut hits: Vec<Hit> = Vec::new();
     // Ranked by distance then start, a place never puts more than `limit` slots in the answer
     // (nor moves the `limit`-th distance that decides the radius); the neutral order shuffles
     // whole distance buckets, so it keeps them all.
@@ -221,26 +245,8 @@ pub fn search<'s>(snap: &'s Snapshot, index: &SlotIndex, q: &Query) -> Found<'s>
         Order::Neutral => usize::MAX,
         Order::Distance | Order::Soonest => limit,
     };
-    // Once `limit` hits are in, stop after the places at that same distance (distance order),
-    // or at the end of that distance bucket (neutral order, shuffled within buckets).
-    let mut bound = cap;
     let filter = PlaceFilter::new(snap, q, from);
-    let places = snap
-        .nearest_admitted(q.origin, reach_c2(cap), |s| filter.admits(s))
-        .take_while(|_| !filter.impossible);
-    for (pi, c2) in places {
-        let d = super::chord2_to_m(c2);
-        if d > bound {
-            break;
-        }
-        scan_place(snap, pi, d, &filter, q, index, per_place, &mut hits);
-        if hits.len() >= limit && bound == cap {
-            bound = match q.order {
-                Order::Neutral => ((d / NEUTRAL_BUCKET_M).floor() + 1.0) * NEUTRAL_BUCKET_M,
-                Order::Distance | Order::Soonest => d,
-            };
-        }
-    }
+    let mut hits = nearest_hits(snap, index, q, &filter, cap, limit, per_place);
     let within_base = hits
         .iter()
         .filter(|h| h.distance_m <= q.radius.base_m)
@@ -267,7 +273,7 @@ pub fn search<'s>(snap: &'s Snapshot, index: &SlotIndex, q: &Query) -> Found<'s>
             shuffle_buckets(&mut hits, q.seed);
         }
         Order::Soonest => {
-            hits = soonest_within(snap, index, q, &filter, radius_m, limit)
+            hits = soonest_within(snap, index, q, &filter, radius_m, limit, TIE_SCAN_MAX)
                 .unwrap_or_else(|| all_within(snap, index, q, &filter, radius_m, limit));
             hits.sort_by(|a, b| {
                 a.slot()
@@ -286,6 +292,43 @@ pub fn search<'s>(snap: &'s Snapshot, index: &SlotIndex, q: &Query) -> Found<'s>
     }
 }
 
+/// The matching slots of the places nearest `q.origin` within `cap` metres (at most
+/// `per_place` per place), place after place until `limit` are in, then the places at that
+/// same distance (or, in neutral order, to the end of that distance bucket).
+fn nearest_hits<'s>(
+    snap: &'s Snapshot,
+    index: &SlotIndex,
+    q: &Query,
+    filter: &PlaceFilter,
+    cap: f64,
+    limit: usize,
+    per_place: usize,
+) -> Vec<Hit<'s>> {
+    let mut hits = Vec::new();
+    if filter.impossible {
+        return hits;
+    }
+    let mut bound = cap;
+    for (pi, c2) in snap.nearest_admitted(q.origin, reach_c2(cap), |s| filter.admits(s)) {
+        let d = super::chord2_to_m(c2);
+        if d > bound {
+            break;
+        }
+        scan_place(snap, pi, d, filter, q, index, per_place, &mut hits);
+        if hits.len() >= limit && bound == cap {
+            bound = match q.order {
+                Order::Neutral => ((d / NEUTRAL_BUCKET_M).floor() + 1.0) * NEUTRAL_BUCKET_M,
+                Order::Distance | Order::Soonest => d,
+            };
+        }
+    }
+    hits
+}
+
+/// Entries starting with the `limit`-th soonest hit that [`soonest_within`] still scans one by
+/// one; beyond, the nearest slots starting then are found place by place instead.
+const TIE_SCAN_MAX: usize = 256;
+
 /// The matching slots within `radius_m` that start before the `limit`-th earliest or with it
 /// (the caller sorts by start then distance and cuts, so slots starting with the `limit`-th
 /// compete by distance), scanning slots in start order; `None` when more than
@@ -297,6 +340,7 @@ fn soonest_within<'s>(
     filter: &PlaceFilter,
     radius_m: f64,
     limit: usize,
+    tie_scan_max: usize,
 ) -> Option<Vec<Hit<'s>>> {
     if filter.impossible {
         return Some(Vec::new());
@@ -306,10 +350,10 @@ fn soonest_within<'s>(
     let max_c2 = super::m_to_chord2(radius_m);
     let first = snap.by_start.partition_point(|e| e.start < from);
     let mut hits: Vec<Hit> = Vec::new();
-    // once `limit` hits are in, the rest of their last start's entries still compete by distance
+    // once `limit` hits are in, the other slots starting with the last still compete by distance
     let mut last = i64::MAX;
     for (n, e) in snap.by_start[first..].iter().enumerate() {
-        if e.start >= q.to || e.start > last {
+        if e.start >= filter.to || e.start > last {
             return Some(hits);
         }
         if n >= SOONEST_SCAN_CAP {
@@ -322,12 +366,13 @@ fn soonest_within<'s>(
         let p = snap.xyz[pi];
         let c2 =
             (p[0] - origin[0]).powi(2) + (p[1] - origin[1]).powi(2) + (p[2] - origin[2]).powi(2);
-        if c2 > max_c2 || !snap.is_fresh(pi, q.now) {
+        if c2 > max_c2 || !filter.fresh(snap, pi, q.now) {
             continue;
         }
         let place = &snap.places[pi];
-        let s = &place.slots[e.slot as usize];
-        if filter.matches(q, e.attrs, || s) && !index.is_taken(s.id, q.now) {
+        if filter.matches(q, e.attrs, || &place.slots[e.slot as usize])
+            && !index.is_taken(e.id, q.now)
+        {
             hits.push(Hit {
                 place,
                 slot: e.slot as usize,
@@ -335,10 +380,85 @@ fn soonest_within<'s>(
             });
             if hits.len() == limit {
                 last = e.start;
+                let rest = &snap.by_start[first + n + 1..];
+                if rest.len() > tie_scan_max && rest[tie_scan_max].start == last {
+                    // many slots start then: take the nearest of them block by block
+                    hits.retain(|h| h.slot().start < last);
+                    let want = limit - hits.len();
+                    hits.extend(nearest_starting_at(
+                        snap, index, q, filter, radius_m, last, want,
+                    ));
+                    return Some(hits);
+                }
             }
         }
     }
     Some(hits)
+}
+
+/// The `want` nearest matching slots within `radius_m` that start at `at` (more when several
+/// tie in distance with the last): blocks of places by increasing distance, each block's
+/// slots found by binary search among the time index's entries starting at `at` (sorted by
+/// place), until the next block is farther than the `want`-th slot found.
+fn nearest_starting_at<'s>(
+    snap: &'s Snapshot,
+    index: &SlotIndex,
+    q: &Query,
+    filter: &PlaceFilter,
+    radius_m: f64,
+    at: i64,
+    want: usize,
+) -> Vec<Hit<'s>> {
+    let origin = super::to_xyz(q.origin);
+    let max_c2 = super::m_to_chord2(radius_m);
+    let group = {
+        let lo = snap.by_start.partition_point(|e| e.start < at);
+        let hi = lo + snap.by_start[lo..].partition_point(|e| e.start <= at);
+        &snap.by_start[lo..hi]
+    };
+    let mut when = filter.clone();
+    (when.from, when.to) = (at, at + 1);
+    let mut found: Vec<(f64, Hit)> = Vec::new();
+    let mut c2s: Vec<f64> = Vec::new();
+    for (places, lb) in snap.nearest_blocks(q.origin, reach_c2(radius_m), |s| when.admits(s)) {
+        if found.len() >= want {
+            c2s.clear();
+            c2s.extend(found.iter().map(|f| f.0));
+            let (_, kth, _) = c2s.select_nth_unstable_by(want - 1, f64::total_cmp);
+            if lb > *kth {
+                break;
+            }
+        }
+        let first = group.partition_point(|e| (e.place as usize) < places.start);
+        for e in &group[first..] {
+            let pi = e.place as usize;
+            if pi >= places.end {
+                break;
+            }
+            if !when.admits_slot(e.attrs) {
+                continue;
+            }
+            let p = snap.xyz[pi];
+            let c2 = (p[0] - origin[0]).powi(2)
+                + (p[1] - origin[1]).powi(2)
+                + (p[2] - origin[2]).powi(2);
+            if c2 > max_c2 || !when.fresh(snap, pi, q.now) {
+                continue;
+            }
+            let place = &snap.places[pi];
+            if when.matches(q, e.attrs, || &place.slots[e.slot as usize])
+                && !index.is_taken(e.id, q.now)
+            {
+                let hit = Hit {
+                    place,
+                    slot: e.slot as usize,
+                    distance_m: super::chord2_to_m(c2),
+                };
+                found.push((c2, hit));
+            }
+        }
+    }
+    found.into_iter().map(|f| f.1).collect()
 }
 
 /// A squared chord a little beyond `m` metres, so that pruning on it never drops a place
@@ -373,7 +493,7 @@ fn all_within<'s>(
 }
 
 /// Adds the first `max` matching, untaken slots of a fresh place starting in
-/// `[filter.from, q.to)`.
+/// `[filter.from, filter.to)`.
 #[allow(clippy::too_many_arguments)]
 fn scan_place<'s>(
     snap: &'s Snapshot,
@@ -385,7 +505,7 @@ fn scan_place<'s>(
     max: usize,
     hits: &mut Vec<Hit<'s>>,
 ) {
-    if !snap.is_fresh(pi, q.now) {
+    if !filter.fresh(snap, pi, q.now) {
         return;
     }
     let keys = snap.keys_of(pi);
@@ -393,7 +513,7 @@ fn scan_place<'s>(
     let place = &snap.places[pi];
     let mut added = 0;
     for k in &keys[first..] {
-        if k.start >= q.to || added >= max {
+        if k.start >= filter.to || added >= max {
             break;
         }
         if filter.matches(q, k.attrs, || &place.slots[k.slot as usize])
@@ -817,10 +937,23 @@ mod tests {
                         .then(a.distance_m.total_cmp(&b.distance_m))
                 });
                 all.truncate(q.limit);
-                assert_eq!(all.len(), expected.len(), "fallback, query {n}");
-                for (g, e) in all.iter().zip(&expected) {
-                    assert_eq!(g.slot().start, e.0, "fallback, query {n}");
-                    assert!((g.distance_m - e.1).abs() < 1.0, "fallback, query {n}");
+                // and so does the time scan when it looks up every tie at the cut by distance
+                let mut ties =
+                    soonest_within(&snap, &index, &q, &filter, found.radius_m, q.limit, 0)
+                        .expect("under the scan cap");
+                ties.sort_by(|a, b| {
+                    a.slot()
+                        .start
+                        .cmp(&b.slot().start)
+                        .then(a.distance_m.total_cmp(&b.distance_m))
+                });
+                ties.truncate(q.limit);
+                for (path, hits) in [("fallback", &all), ("ties by distance", &ties)] {
+                    assert_eq!(hits.len(), expected.len(), "{path}, query {n}");
+                    for (g, e) in hits.iter().zip(&expected) {
+                        assert_eq!(g.slot().start, e.0, "{path}, query {n}");
+                        assert!((g.distance_m - e.1).abs() < 1.0, "{path}, query {n}");
+                    }
                 }
             }
         }

@@ -18,7 +18,7 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
 /// Children per node.
-const FANOUT: usize = 16;
+pub(crate) const FANOUT: usize = 16;
 
 /// One node: the box and summary of `FANOUT` consecutive entries of the level below.
 #[derive(Debug, Clone, Copy)]
@@ -64,7 +64,9 @@ impl PlaceTree {
     }
 
     /// Places admitted by `admits` by increasing chord² from `origin` (unit-sphere point), up
-    /// to `max_c2`, with their chord².
+    /// to `max_c2`, with their chord² (`blocks == false`); or the admitted blocks of
+    /// [`FANOUT`] consecutive places (index `i`: places `i * FANOUT..`) by increasing chord² of
+    /// their boxes, a lower bound of their places' (`blocks == true`).
     pub(crate) fn nearest<'a, F: Fn(&PlaceSummary) -> bool + 'a>(
         &'a self,
         xyz: &'a [[f64; 3]],
@@ -72,8 +74,10 @@ impl PlaceTree {
         origin: [f64; 3],
         max_c2: f64,
         admits: F,
+        blocks: bool,
     ) -> Nearest<'a, F> {
         let mut it = Nearest {
+            leaf: u32::from(blocks),
             tree: self,
             xyz,
             sums,
@@ -137,6 +141,8 @@ impl Ord for Entry {
 
 /// Best-first walk of a [`PlaceTree`] (see [`PlaceTree::nearest`]).
 pub(crate) struct Nearest<'a, F> {
+    /// Level yielded: 0 places, 1 blocks.
+    leaf: u32,
     tree: &'a PlaceTree,
     xyz: &'a [[f64; 3]],
     sums: &'a [PlaceSummary],
@@ -200,8 +206,11 @@ impl<F: Fn(&PlaceSummary) -> bool> Iterator for Nearest<'_, F> {
     fn next(&mut self) -> Option<(usize, f64)> {
         while let Some(e) = self.heap.pop() {
             let first = e.index as usize * FANOUT;
+            if e.level == self.leaf {
+                return Some((e.index as usize, e.c2));
+            }
             match e.level {
-                0 => return Some((e.index as usize, e.c2)),
+                0 => unreachable!("places are below every yielded level"),
                 1 => self.push_places(first..(first + FANOUT).min(self.xyz.len())),
                 l => {
                     let below = l as usize - 2;
@@ -292,8 +301,19 @@ mod tests {
         let tree = PlaceTree::new(&xyz, &sums);
         let o = super::super::to_xyz(crate::domain::LatLon::new(47.13, -0.87).unwrap());
         let got: Vec<(usize, f64)> = tree
-            .nearest(&xyz, &sums, o, 0.0001, |s| s.modalities & 0b010 != 0)
+            .nearest(&xyz, &sums, o, 0.0001, |s| s.modalities & 0b010 != 0, false)
             .collect();
+        let blocks: Vec<(usize, f64)> = tree
+            .nearest(&xyz, &sums, o, 0.0001, |s| s.modalities & 0b010 != 0, true)
+            .collect();
+        assert!(blocks.windows(2).all(|w| w[0].1 <= w[1].1));
+        for &(i, c2) in &got {
+            let &(_, lb) = blocks
+                .iter()
+                .find(|b| b.0 == i / FANOUT)
+                .expect("its block");
+            assert!(lb <= c2);
+        }
         let mut want: Vec<(usize, f64)> = (0..n)
             .filter(|i| i % 3 == 1)
             .map(|i| {
