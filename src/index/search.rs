@@ -9,7 +9,7 @@
 
 use super::{
     Attrs, CODE_OVERFLOW, CodeBits, PlaceEntry, PlaceSummary, SlotEntry, SlotIndex, Snapshot,
-    mode_bit,
+    TimeKey, mode_bit,
 };
 use crate::domain::LatLon;
 use crate::domain::slot::Modality;
@@ -330,9 +330,10 @@ fn nearest_hits<'s>(
 const TIE_SCAN_MAX: usize = 256;
 
 /// The matching slots within `radius_m` that start before the `limit`-th earliest or with it
-/// (the caller sorts by start then distance and cuts, so slots starting with the `limit`-th
-/// compete by distance), scanning slots in start order; `None` when more than
-/// [`SOONEST_SCAN_CAP`] entries would be needed.
+/// (the caller sorts by start then distance and cuts), instant by instant in start order: the
+/// few slots starting at an instant are checked one by one, the many (more than
+/// `tie_scan_max`) looked up block by block nearest first ([`nearest_starting_at`]); `None`
+/// when more than [`SOONEST_SCAN_CAP`] entries would be examined.
 fn soonest_within<'s>(
     snap: &'s Snapshot,
     index: &SlotIndex,
@@ -345,79 +346,91 @@ fn soonest_within<'s>(
     if filter.impossible {
         return Some(Vec::new());
     }
-    let from = filter.from;
     let origin = super::to_xyz(q.origin);
     let max_c2 = super::m_to_chord2(radius_m);
-    let first = snap.by_start.partition_point(|e| e.start < from);
+    let mut pos = snap.by_start.partition_point(|e| e.start < filter.from);
     let mut hits: Vec<Hit> = Vec::new();
-    // once `limit` hits are in, the other slots starting with the last still compete by distance
-    let mut last = i64::MAX;
-    for (n, e) in snap.by_start[first..].iter().enumerate() {
-        if e.start >= filter.to || e.start > last {
-            return Some(hits);
+    let mut work = 0;
+    while let Some(first) = snap.by_start.get(pos) {
+        let at = first.start;
+        if at >= filter.to {
+            break;
         }
-        if n >= SOONEST_SCAN_CAP {
-            return None;
-        }
-        if !filter.admits_slot(e.attrs) {
-            continue;
-        }
-        let pi = e.place as usize;
-        let p = snap.xyz[pi];
-        let c2 =
-            (p[0] - origin[0]).powi(2) + (p[1] - origin[1]).powi(2) + (p[2] - origin[2]).powi(2);
-        if c2 > max_c2 || !filter.fresh(snap, pi, q.now) {
-            continue;
-        }
-        let place = &snap.places[pi];
-        if filter.matches(q, e.attrs, || &place.slots[e.slot as usize])
-            && !index.is_taken(e.id, q.now)
-        {
-            hits.push(Hit {
-                place,
-                slot: e.slot as usize,
-                distance_m: super::chord2_to_m(c2),
-            });
-            if hits.len() == limit {
-                last = e.start;
-                let rest = &snap.by_start[first + n + 1..];
-                if rest.len() > tie_scan_max && rest[tie_scan_max].start == last {
-                    // many slots start then: take the nearest of them block by block
-                    hits.retain(|h| h.slot().start < last);
-                    let want = limit - hits.len();
-                    hits.extend(nearest_starting_at(
-                        snap, index, q, filter, radius_m, last, want,
-                    ));
-                    return Some(hits);
+        let group = starting_at(&snap.by_start[pos..], at);
+        pos += group.len();
+        let want = limit - hits.len();
+        if group.len() > tie_scan_max {
+            let near =
+                nearest_starting_at(snap, index, q, filter, radius_m, group, want, &mut work);
+            hits.extend(near);
+        } else {
+            work += group.len();
+            for e in group {
+                if !filter.admits_slot(e.attrs) {
+                    continue;
+                }
+                let pi = e.place as usize;
+                let p = snap.xyz[pi];
+                let c2 = (p[0] - origin[0]).powi(2)
+                    + (p[1] - origin[1]).powi(2)
+                    + (p[2] - origin[2]).powi(2);
+                if c2 > max_c2 || !filter.fresh(snap, pi, q.now) {
+                    continue;
+                }
+                let place = &snap.places[pi];
+                if filter.matches(q, e.attrs, || &place.slots[e.slot as usize])
+                    && !index.is_taken(e.id, q.now)
+                {
+                    hits.push(Hit {
+                        place,
+                        slot: e.slot as usize,
+                        distance_m: super::chord2_to_m(c2),
+                    });
                 }
             }
+        }
+        if hits.len() >= limit {
+            return Some(hits);
+        }
+        if work >= SOONEST_SCAN_CAP {
+            return None;
         }
     }
     Some(hits)
 }
 
-/// The `want` nearest matching slots within `radius_m` that start at `at` (more when several
-/// tie in distance with the last): blocks of places by increasing distance, each block's
-/// slots found by binary search among the time index's entries starting at `at` (sorted by
-/// place), until the next block is farther than the `want`-th slot found.
+/// The leading entries of `entries` (sorted by start) that start at `at`, found by galloping
+/// (an instant usually has few slots).
+fn starting_at(entries: &[TimeKey], at: i64) -> &[TimeKey] {
+    let mut end = 1;
+    while end < entries.len() && entries[end].start == at {
+        end = (end * 2).min(entries.len());
+    }
+    let lo = end / 2;
+    let len = lo + entries[lo..end].partition_point(|e| e.start == at);
+    &entries[..len]
+}
+
+/// The `want` nearest matching slots within `radius_m` among `group` (the time index's
+/// entries starting at one instant, sorted by place), more when several tie in distance with
+/// the last: blocks of places by increasing distance, each block's entries found by binary
+/// search, until the next block is farther than the `want`-th slot found. Adds the entries and
+/// blocks examined to `work`.
+#[allow(clippy::too_many_arguments)]
 fn nearest_starting_at<'s>(
     snap: &'s Snapshot,
     index: &SlotIndex,
     q: &Query,
     filter: &PlaceFilter,
     radius_m: f64,
-    at: i64,
+    group: &[TimeKey],
     want: usize,
+    work: &mut usize,
 ) -> Vec<Hit<'s>> {
     let origin = super::to_xyz(q.origin);
     let max_c2 = super::m_to_chord2(radius_m);
-    let group = {
-        let lo = snap.by_start.partition_point(|e| e.start < at);
-        let hi = lo + snap.by_start[lo..].partition_point(|e| e.start <= at);
-        &snap.by_start[lo..hi]
-    };
     let mut when = filter.clone();
-    (when.from, when.to) = (at, at + 1);
+    (when.from, when.to) = (group[0].start, group[0].start + 1);
     let mut found: Vec<(f64, Hit)> = Vec::new();
     let mut c2s: Vec<f64> = Vec::new();
     for (places, lb) in snap.nearest_blocks(q.origin, reach_c2(radius_m), |s| when.admits(s)) {
@@ -429,12 +442,14 @@ fn nearest_starting_at<'s>(
                 break;
             }
         }
+        *work += BLOCK_WORK;
         let first = group.partition_point(|e| (e.place as usize) < places.start);
         for e in &group[first..] {
             let pi = e.place as usize;
             if pi >= places.end {
                 break;
             }
+            *work += 1;
             if !when.admits_slot(e.attrs) {
                 continue;
             }
@@ -460,6 +475,9 @@ fn nearest_starting_at<'s>(
     }
     found.into_iter().map(|f| f.1).collect()
 }
+
+/// What looking a block up costs, in time-index entries (a binary search and a tree step).
+const BLOCK_WORK: usize = 16;
 
 /// A squared chord a little beyond `m` metres, so that pruning on it never drops a place
 /// that the metre comparison would keep.
@@ -868,6 +886,7 @@ mod tests {
         for _ in 0..40 {
             index.mark_taken(rng.random_range(1..=id), i64::MAX);
         }
+        let mut by_blocks = 0;
         for n in 0..400 {
             let mut q = query(
                 if n % 3 == 0 {
@@ -937,10 +956,11 @@ mod tests {
                         .then(a.distance_m.total_cmp(&b.distance_m))
                 });
                 all.truncate(q.limit);
-                // and so does the time scan when it looks up every tie at the cut by distance
-                let mut ties =
-                    soonest_within(&snap, &index, &q, &filter, found.radius_m, q.limit, 0)
-                        .expect("under the scan cap");
+                // and so does the time scan when it looks up every instant block by block
+                // (unless that much looking up exceeds its cap: then `search` falls back)
+                let ties = soonest_within(&snap, &index, &q, &filter, found.radius_m, q.limit, 0);
+                by_blocks += usize::from(ties.is_some());
+                let mut ties = ties.unwrap_or_else(|| all.clone());
                 ties.sort_by(|a, b| {
                     a.slot()
                         .start
@@ -957,5 +977,9 @@ mod tests {
                 }
             }
         }
+        assert!(
+            by_blocks >= 40,
+            "only {by_blocks} soonest queries looked up by blocks"
+        );
     }
 }
