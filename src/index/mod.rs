@@ -268,6 +268,25 @@ pub(crate) struct PlaceSummary {
     /// Earliest and latest start of those slots (an empty place has `first > last`).
     pub first_start: i64,
     pub last_start: i64,
+    /// Per modality (index `modality as u8`), the hours ([`hour_bit`]) in which those slots
+    /// start: an infirmier's home visits all tomorrow say nothing for the next four hours.
+    pub hours: [u64; 3],
+}
+
+/// Bit of the hour of `start` counted from the snapshot's earliest start `base`; hours from
+/// the 63rd on share bit 63.
+pub(crate) fn hour_bit(base: i64, start: i64) -> u64 {
+    1 << (start.saturating_sub(base) / 3600).clamp(0, 63)
+}
+
+/// The [`hour_bit`]s of the starts in `[from, to)`.
+pub(crate) fn hour_mask(base: i64, from: i64, to: i64) -> u64 {
+    if to <= from || to.saturating_sub(1) < base {
+        return 0;
+    }
+    let lo = (from.saturating_sub(base) / 3600).clamp(0, 63);
+    let hi = (to.saturating_sub(1).saturating_sub(base) / 3600).clamp(0, 63);
+    (u64::MAX >> (63 - hi)) & (u64::MAX << lo)
 }
 
 impl PlaceSummary {
@@ -280,9 +299,10 @@ impl PlaceSummary {
         specialty_modes: 0,
         first_start: i64::MAX,
         last_start: i64::MIN,
+        hours: [0; 3],
     };
 
-    fn of(keys: &[SlotKey]) -> Self {
+    fn of(keys: &[SlotKey], base: i64) -> Self {
         let mut sum = Self::EMPTY;
         for k in keys {
             sum.modalities |= k.attrs.modalities();
@@ -292,6 +312,7 @@ impl PlaceSummary {
             let m = u32::from(k.attrs.modalities()).trailing_zeros();
             sum.profession_modes |= mode_bit(k.attrs.profession(), m);
             sum.specialty_modes |= mode_bit(k.attrs.specialty(), m);
+            sum.hours[m as usize] |= hour_bit(base, k.start);
             sum.first_start = sum.first_start.min(k.start);
             sum.last_start = sum.last_start.max(k.start);
         }
@@ -308,6 +329,7 @@ impl PlaceSummary {
             specialty_modes: self.specialty_modes | o.specialty_modes,
             first_start: self.first_start.min(o.first_start),
             last_start: self.last_start.max(o.last_start),
+            hours: [0, 1, 2].map(|m| self.hours[m] | o.hours[m]),
         }
     }
 }
@@ -341,6 +363,8 @@ pub struct Snapshot {
     pub(crate) heads: Vec<PlaceHead>,
     /// The slots that may be offered, place after place, each place's by start.
     pub(crate) keys: Vec<SlotKey>,
+    /// The earliest start of `keys` (origin of [`PlaceSummary::hours`]).
+    pub(crate) time_base: i64,
     pub(crate) professions: CodeBits,
     pub(crate) specialties: CodeBits,
 }
@@ -363,7 +387,6 @@ impl Snapshot {
         let mut source_ids: HashMap<*const SourceMeta, u32> = HashMap::new();
         let mut keys = Vec::with_capacity(slot_count);
         let mut heads = Vec::with_capacity(places.len());
-        let mut summaries = Vec::with_capacity(places.len());
         for p in &places {
             let first = keys.len();
             keys.extend(
@@ -379,7 +402,6 @@ impl Snapshot {
                     }),
             );
             keys[first..].sort_by_key(|k| k.start);
-            summaries.push(PlaceSummary::of(&keys[first..]));
             let source = *source_ids.entry(Arc::as_ptr(&p.source)).or_insert_with(|| {
                 source_list.push(p.source.clone());
                 (source_list.len() - 1) as u32
@@ -390,6 +412,11 @@ impl Snapshot {
                 source,
             });
         }
+        let time_base = keys.iter().map(|k| k.start).min().unwrap_or(0);
+        let summaries: Vec<PlaceSummary> = heads
+            .iter()
+            .map(|h| PlaceSummary::of(&keys[h.first as usize..h.end as usize], time_base))
+            .collect();
         let mut by_start: Vec<TimeKey> = heads
             .iter()
             .enumerate()
@@ -417,6 +444,7 @@ impl Snapshot {
             summaries,
             heads,
             keys,
+            time_base,
             professions,
             specialties,
         }

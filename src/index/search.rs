@@ -9,7 +9,7 @@
 
 use super::{
     Attrs, CODE_OVERFLOW, CodeBits, PlaceEntry, PlaceSummary, SlotEntry, SlotIndex, Snapshot,
-    TimeKey, mode_bit,
+    TimeKey, hour_mask, mode_bit,
 };
 use crate::domain::LatLon;
 use crate::domain::slot::Modality;
@@ -151,6 +151,9 @@ pub(crate) struct PlaceFilter {
     impossible: bool,
     /// Every source of the snapshot is fresh (no per-place check needed).
     all_fresh: bool,
+    /// [`hour_mask`] of `[from, to)` and its origin.
+    hours: u64,
+    time_base: i64,
 }
 
 impl PlaceFilter {
@@ -192,6 +195,18 @@ impl PlaceFilter {
             impossible: profession.is_none() || specialty.is_none() || from >= q.to,
             all_fresh: snap.source_list.len() <= 64
                 && snap.source_list.iter().all(|s| s.is_fresh(q.now)),
+            hours: hour_mask(snap.time_base, from, q.to),
+            time_base: snap.time_base,
+        }
+    }
+
+    /// The same filter for starts in `[from, to)`.
+    fn within(&self, from: i64, to: i64) -> PlaceFilter {
+        PlaceFilter {
+            from,
+            to,
+            hours: hour_mask(self.time_base, from, to),
+            ..self.clone()
         }
     }
 
@@ -204,6 +219,7 @@ impl PlaceFilter {
             && (self.specialty_modes == 0 || p.specialty_modes & self.specialty_modes != 0)
             && p.first_start < self.to
             && p.last_start >= self.from
+            && (0..3).any(|m| self.modalities & 1 << m != 0 && p.hours[m] & self.hours != 0)
     }
 
     /// Whether a slot with these attributes matches (with [`Self::exact`]; otherwise it may).
@@ -429,8 +445,7 @@ fn nearest_starting_at<'s>(
 ) -> Vec<Hit<'s>> {
     let origin = super::to_xyz(q.origin);
     let max_c2 = super::m_to_chord2(radius_m);
-    let mut when = filter.clone();
-    (when.from, when.to) = (group[0].start, group[0].start + 1);
+    let when = filter.within(group[0].start, group[0].start + 1);
     let mut found: Vec<(f64, Hit)> = Vec::new();
     let mut c2s: Vec<f64> = Vec::new();
     for (places, lb) in snap.nearest_blocks(q.origin, reach_c2(radius_m), |s| when.admits(s)) {
@@ -792,6 +807,36 @@ mod tests {
                 .hits
                 .is_empty(),
             "stale source"
+        );
+    }
+
+    #[test]
+    fn an_hour_mask_holds_the_hour_of_every_start_in_its_window_and_no_other() {
+        use crate::index::hour_bit;
+        let base = NOW;
+        for (from, to) in [
+            (NOW, NOW + 1),
+            (NOW + 1799, NOW + 4 * 3600),
+            (NOW + 20 * 3600, NOW + 90 * 3600),
+            (NOW - 7200, NOW + 60),
+        ] {
+            let mask = hour_mask(base, from, to);
+            for t in (from.max(base)..to).step_by(97) {
+                assert_ne!(mask & hour_bit(base, t), 0, "{from}..{to}: {t}");
+            }
+            for k in 0..63 {
+                // hour k (from base) wholly before or after the window: not in the mask
+                let (lo, hi) = (base + k * 3600, base + (k + 1) * 3600);
+                if hi <= from || lo >= to {
+                    assert_eq!(mask & 1 << k, 0, "{from}..{to}: hour {k}");
+                }
+            }
+        }
+        assert_eq!(hour_mask(base, NOW + 10, NOW + 10), 0);
+        assert_eq!(
+            hour_mask(base, NOW - 100, NOW),
+            0,
+            "before the earliest start"
         );
     }
 
