@@ -810,6 +810,65 @@ mod tests {
         );
     }
 
+    /// 400 places on a grid, every one with a slot at the same instant: the nearest of them
+    /// are found by the block-by-block lookup exactly as by brute force, from many points.
+    #[test]
+    fn slots_starting_together_are_taken_nearest_first_block_by_block() {
+        let (_, source) = snapshot();
+        let provider = Arc::new(Provider::default());
+        let at = NOW + 3600;
+        let places: Vec<Arc<PlaceEntry>> = (0..400)
+            .map(|k| {
+                let slots = (0..2)
+                    .map(|j| SlotEntry {
+                        id: k * 2 + j + 1,
+                        start: at + j * 600 * (k % 3),
+                        end: at + 1200,
+                        modality: Modality::Ambulatory,
+                        audience: AudienceSet(0),
+                        surnumeraire: false,
+                        offered: true,
+                        capacity: 1,
+                        provider: provider.clone(),
+                        external_id: format!("{k}-{j}").into(),
+                        booking_url: None,
+                        appointment_type: None,
+                    })
+                    .collect();
+                let position = LatLon::new(
+                    47.0 + (k / 20) as f64 * 0.01,
+                    -1.0 + (k % 20) as f64 * 0.013,
+                );
+                place(k, &source, position.unwrap(), slots)
+            })
+            .collect();
+        let snap = Snapshot::new(places, HashMap::from([(1, source)]));
+        let index = SlotIndex::default();
+        index.mark_taken(2 * 37 + 1, i64::MAX);
+        for (n, limit) in (1..40).step_by(3).enumerate() {
+            let mut q = query(Order::Soonest, limit);
+            q.origin = LatLon::new(47.013 + n as f64 * 0.011, -0.99 + n as f64 * 0.017).unwrap();
+            let filter = PlaceFilter::new(&snap, &q, q.now + 1);
+            let mut got = soonest_within(&snap, &index, &q, &filter, 12_000.0, limit, 0)
+                .expect("under the scan cap");
+            got.sort_by(|a, b| {
+                a.slot()
+                    .start
+                    .cmp(&b.slot().start)
+                    .then(a.distance_m.total_cmp(&b.distance_m))
+            });
+            got.truncate(limit);
+            let mut want = brute(&snap, &index, &q, 12_000.0);
+            want.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+            want.truncate(limit);
+            assert_eq!(got.len(), want.len(), "limit {limit}");
+            for (g, w) in got.iter().zip(&want) {
+                assert_eq!(g.slot().start, w.0, "limit {limit}");
+                assert!((g.distance_m - w.1).abs() < 1.0, "limit {limit}");
+            }
+        }
+    }
+
     #[test]
     fn an_hour_mask_holds_the_hour_of_every_start_in_its_window_and_no_other() {
         use crate::index::hour_bit;
@@ -897,10 +956,12 @@ mod tests {
                     let b = rng.random_range(0..72 * 60);
                     (a.min(b), a.max(b) + 1)
                 };
+                // most places start on the hour or every six hours, so that many slots tie
+                let grid = [60, 3600, 6 * 3600][rng.random_range(0..3)];
                 let mut slots: Vec<SlotEntry> = (0..rng.random_range(0..12))
                     .map(|_| {
                         id += 1;
-                        let start = NOW - 3600 + rng.random_range(lo..hi) * 60;
+                        let start = NOW - 3600 + rng.random_range(lo..hi) * 60 / grid * grid;
                         SlotEntry {
                             id,
                             start,
