@@ -1,9 +1,12 @@
 //! In-process search on the index at 100k, 1M and 5M synthetic slots.
 //!
 //! Deterministic data: places clustered around the region's communes by population, slots
-//! spread over the next 72 h. Patient points: interior points of communes drawn by population.
-//! Criterion measures the mean per query; the per-query latency distribution (p50/p99/max over
-//! 20 000 queries) is printed as a table — the figures in BENCHMARKS.md come from this run.
+//! spread over the next 72 h, each place with its own 1–3 practitioners and the modalities
+//! they offer ([`DataModel::Practices`]; `SASNP_BENCH_DATA=uniform` gives the first model,
+//! where every place offers every profession and modality). Patient points: interior points of
+//! communes drawn by population. Criterion measures the mean per query; the per-query latency
+//! distribution (p50/p99/max over the 10 000 queries) is printed as a table — the figures in
+//! BENCHMARKS.md come from this run.
 //!
 //! `cargo bench --bench search` (`SASNP_BENCH_SIZES=100000,1000000` to choose sizes).
 
@@ -49,8 +52,93 @@ impl<'g> Towns<'g> {
     }
 }
 
-/// An index of `n_slots` slots over `n_slots / 50` places.
+/// How the synthetic places' providers are drawn (`SASNP_BENCH_DATA`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataModel {
+    /// Each place has 1–3 practitioners as in `ingest::generate` (80 % médecins généralistes
+    /// 10/SM54, 10 % infirmiers 60, 10 % sages-femmes 50), each with the modalities their
+    /// practice offers: every médecin consults at the practice (AMB), 25 % also by
+    /// teleconsultation (VR), 15 % also at home (HH); infirmiers mostly at home (HH 80 %, AMB
+    /// 20 %); sages-femmes at the practice, 30 % also by teleconsultation. So places differ in
+    /// what they offer, as real cabinets do (the default).
+    Practices,
+    /// The first benchmark's model: every slot draws its practitioner among 200 shared ones
+    /// (4/5 médecins, 1/5 infirmiers) and its modality at random (AMB 3/5, HH 1/5, VR 1/5), so
+    /// every place offers every profession and modality.
+    Uniform,
+}
+
+impl DataModel {
+    fn from_env() -> Self {
+        match std::env::var("SASNP_BENCH_DATA").as_deref() {
+            Ok("uniform") => DataModel::Uniform,
+            Ok("practices") | Err(_) => DataModel::Practices,
+            Ok(other) => panic!("SASNP_BENCH_DATA={other}: expected practices or uniform"),
+        }
+    }
+}
+
+/// A practitioner of a synthetic place and the modalities it offers (drawn uniformly per slot
+/// among `modalities`, repeated entries weighting them).
+struct Practice {
+    provider: Arc<Provider>,
+    modalities: Vec<Modality>,
+}
+
+/// 1–3 practitioners of one place (see [`DataModel::Practices`]).
+fn practices(rng: &mut StdRng, next_id: &mut u64) -> Vec<Practice> {
+    use Modality::{Ambulatory as Amb, HomeVisit as Hh, Teleconsultation as Vr};
+    (0..rng.random_range(1..=3))
+        .map(|_| {
+            *next_id += 1;
+            let (profession, specialty, modalities) = match rng.random_range(0..10) {
+                0 => ("60", None, vec![Hh, Hh, Hh, Hh, Amb]),
+                1 => {
+                    let mut m = vec![Amb, Amb, Amb];
+                    if rng.random_bool(0.3) {
+                        m.push(Vr);
+                    }
+                    ("50", None, m)
+                }
+                _ => {
+                    let mut m = vec![Amb, Amb, Amb, Amb, Amb, Amb];
+                    if rng.random_bool(0.25) {
+                        m.push(Vr);
+                    }
+                    if rng.random_bool(0.15) {
+                        m.push(Hh);
+                    }
+                    ("10", Some("SM54"), m)
+                }
+            };
+            Practice {
+                provider: Arc::new(Provider {
+                    practitioner_id: Some(format!("8100{next_id:08}")),
+                    practitioner_name: Some(format!("Dr Bench {next_id}")),
+                    profession: Some(profession.into()),
+                    specialty: specialty.map(String::from),
+                    ..Default::default()
+                }),
+                modalities,
+            }
+        })
+        .collect()
+}
+
+/// An index of `n_slots` slots over `n_slots / 50` places, as the first benchmark drew it
+/// ([`DataModel::Uniform`]: `benches/snapshot.rs` keeps its data).
+#[allow(dead_code)] // used by benches/snapshot.rs
 pub fn synthetic_index(geo: &Geography, n_slots: usize, seed: u64) -> SlotIndex {
+    synthetic_index_of(geo, n_slots, seed, DataModel::Uniform)
+}
+
+/// An index of `n_slots` slots over `n_slots / 50` places drawn by `model`.
+pub fn synthetic_index_of(
+    geo: &Geography,
+    n_slots: usize,
+    seed: u64,
+    model: DataModel,
+) -> SlotIndex {
     let mut rng = StdRng::seed_from_u64(seed);
     let towns = Towns::new(geo);
     let source = Arc::new(SourceMeta {
@@ -68,17 +156,19 @@ pub fn synthetic_index(geo: &Geography, n_slots: usize, seed: u64) -> SlotIndex 
         Modality::HomeVisit,
         Modality::Teleconsultation,
     ];
-    let providers: Vec<Arc<Provider>> = (0..200)
-        .map(|i| {
-            Arc::new(Provider {
+    let shared: Vec<Practice> = (0..200)
+        .map(|i| Practice {
+            provider: Arc::new(Provider {
                 practitioner_id: Some(format!("8100{i:08}")),
                 practitioner_name: Some(format!("Dr Bench {i}")),
                 profession: Some(if i % 5 == 4 { "60" } else { "10" }.into()),
                 specialty: (i % 5 != 4).then(|| "SM54".into()),
                 ..Default::default()
-            })
+            }),
+            modalities: modalities.to_vec(),
         })
         .collect();
+    let mut next_provider = 1_000u64;
     let mut places = Vec::with_capacity(n_places);
     let mut id = 0i64;
     for p in 0..n_places {
@@ -88,21 +178,39 @@ pub fn synthetic_index(geo: &Geography, n_slots: usize, seed: u64) -> SlotIndex 
             town.interior.lon + rng.random_range(-0.04..0.04),
         )
         .unwrap();
+        let own = match model {
+            DataModel::Practices => practices(&mut rng, &mut next_provider),
+            DataModel::Uniform => Vec::new(),
+        };
+        let offer: &[Practice] = if own.is_empty() { &shared } else { &own };
         let per = n_slots / n_places + usize::from(p < n_slots % n_places);
         let mut slots: Vec<SlotEntry> = (0..per)
             .map(|_| {
                 id += 1;
                 let start = NOW + rng.random_range(0..72 * 3600) / 600 * 600;
+                // (the uniform model keeps the first benchmark's draw order, hence its data)
+                let (modality, surnumeraire, offered, provider) = match model {
+                    DataModel::Uniform => {
+                        let m = modalities[rng.random_range(0..modalities.len())];
+                        let (s, o) = (rng.random_bool(0.1), rng.random_bool(0.9));
+                        (m, s, o, &offer[rng.random_range(0..offer.len())])
+                    }
+                    DataModel::Practices => {
+                        let pr = &offer[rng.random_range(0..offer.len())];
+                        let m = pr.modalities[rng.random_range(0..pr.modalities.len())];
+                        (m, rng.random_bool(0.1), rng.random_bool(0.9), pr)
+                    }
+                };
                 SlotEntry {
                     id,
                     start,
                     end: start + 1200,
-                    modality: modalities[rng.random_range(0..modalities.len())],
+                    modality,
                     audience: AudienceSet(4),
-                    surnumeraire: rng.random_bool(0.1),
-                    offered: rng.random_bool(0.9),
+                    surnumeraire,
+                    offered,
                     capacity: 1,
-                    provider: providers[rng.random_range(0..providers.len())].clone(),
+                    provider: provider.provider.clone(),
                     external_id: format!("s{id}").into_boxed_str(),
                     booking_url: None,
                     appointment_type: Some("ROUTINE"),
@@ -204,6 +312,8 @@ fn main() {
         .ok()
         .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![100_000, 1_000_000, 5_000_000]);
+    let model = DataModel::from_env();
+    println!("data model: {model:?}");
     let qs = queries(&geo, 10_000, 42);
     let mut c = Criterion::default()
         .configure_from_args()
@@ -212,7 +322,7 @@ fn main() {
     let mut table = Vec::new();
     for &n in &sizes {
         let t = Instant::now();
-        let index = synthetic_index(&geo, n, 7);
+        let index = synthetic_index_of(&geo, n, 7, model);
         let build = t.elapsed();
         let snap = index.load();
         let mut group = c.benchmark_group("search");

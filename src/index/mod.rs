@@ -1,6 +1,7 @@
-//! The in-memory search index: an R-tree of places (rstar, bulk-loaded, on 3-D unit-sphere
-//! coordinates so that Euclidean order is great-circle order), each place holding its slots
-//! sorted by start.
+//! The in-memory search index: a packed tree of places ([`tree`], on 3-D unit-sphere
+//! coordinates so that Euclidean order is great-circle order, each node carrying what its places
+//! offer), each place holding its slots sorted by start, mirrored by compact keys (start, id,
+//! filter attributes) laid out place after place in spatial order.
 //!
 //! Rules kept here:
 //! - readers never lock: they load an immutable [`Snapshot`] (`ArcSwap`); writers build a new
@@ -12,13 +13,12 @@
 
 pub mod load;
 pub mod search;
+mod tree;
 
 use crate::domain::LatLon;
 use crate::domain::slot::{AudienceSet, LocationPrecision, Modality};
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
-use rstar::RTree;
-use rstar::primitives::GeomWithData;
 use rustc_hash::FxBuildHasher;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
@@ -150,127 +150,301 @@ pub fn m_to_chord2(m: f64) -> f64 {
     c * c
 }
 
-type PlacePoint = GeomWithData<[f64; 3], u32>;
-
 /// Bit of the code-interning masks meaning "some code beyond the first 63".
 const OVERFLOW_BIT: u64 = 1 << 63;
 
-/// Small interned code sets (professions, specialties) as 64-bit masks.
+/// Code id shared by every code beyond the first 254 (ids start at 1; 0 means "no code").
+pub(crate) const CODE_OVERFLOW: u8 = u8::MAX;
+
+/// Small interned code sets (professions, specialties): an id per code for the slot keys, and a
+/// 64-bit mask bit per id for the place summaries.
 #[derive(Debug, Default)]
-pub(crate) struct CodeBits(HashMap<String, u64>);
+pub(crate) struct CodeBits(HashMap<String, u8>);
 
 impl CodeBits {
-    fn intern(&mut self, code: &str) -> u64 {
-        if let Some(b) = self.0.get(code) {
-            return *b;
+    fn intern(&mut self, code: &str) -> u8 {
+        if let Some(id) = self.0.get(code) {
+            return *id;
         }
-        let next = self.0.len();
-        let bit = if next < 63 { 1 << next } else { OVERFLOW_BIT };
-        self.0.insert(code.to_string(), bit);
-        bit
+        let id = (self.0.len() + 1).min(usize::from(CODE_OVERFLOW)) as u8;
+        self.0.insert(code.to_string(), id);
+        id
     }
-    /// The bit of `code`; `None` when no slot of the snapshot has it.
-    pub(crate) fn get(&self, code: &str) -> Option<u64> {
+    /// The id of `code`; `None` when no slot of the snapshot has it.
+    pub(crate) fn get(&self, code: &str) -> Option<u8> {
         self.0.get(code).copied()
+    }
+    /// The summary mask bit of an id (0 for "no code").
+    pub(crate) fn bit(id: u8) -> u64 {
+        match id {
+            0 => 0,
+            1..=63 => 1 << (id - 1),
+            _ => OVERFLOW_BIT,
+        }
     }
 }
 
+/// What a search filters a slot on, packed: bits 0–2 the modality (`1 << modality as u8`),
+/// bits 3–4 surnuméraire (bit 3: not, bit 4: is), bits 8–15 the profession's code id, bits
+/// 16–23 the specialty's ([`CodeBits`]; 0 when none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Attrs(pub(crate) u32);
+
+impl Attrs {
+    fn of(s: &SlotEntry, professions: &mut CodeBits, specialties: &mut CodeBits) -> Self {
+        let code =
+            |bits: &mut CodeBits, c: &Option<String>| c.as_deref().map_or(0, |c| bits.intern(c));
+        Attrs(
+            1 << s.modality as u8
+                | 1 << (3 + u8::from(s.surnumeraire))
+                | u32::from(code(professions, &s.provider.profession)) << 8
+                | u32::from(code(specialties, &s.provider.specialty)) << 16,
+        )
+    }
+    pub(crate) fn modalities(self) -> u8 {
+        (self.0 & 0b111) as u8
+    }
+    pub(crate) fn surnumeraire(self) -> u8 {
+        ((self.0 >> 3) & 0b11) as u8
+    }
+    pub(crate) fn profession(self) -> u8 {
+        (self.0 >> 8) as u8
+    }
+    pub(crate) fn specialty(self) -> u8 {
+        (self.0 >> 16) as u8
+    }
+}
+
+/// The bit of a (code id, modality) pair in [`PlaceSummary::profession_modes`] and
+/// [`PlaceSummary::specialty_modes`]: ids 1–21 have their own three bits, any other id
+/// (none, or beyond 21) shares bit 63.
+pub(crate) fn mode_bit(code: u8, modality: u32) -> u64 {
+    match code {
+        1..=21 => 1 << ((u32::from(code) - 1) * 3 + modality),
+        _ => 1 << 63,
+    }
+}
+
+/// A slot that may be offered (offered by its feed, visible to operators), as a search scans
+/// it: a place's keys are consecutive in [`Snapshot::keys`], sorted by start.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SlotKey {
+    pub start: i64,
+    /// The slot's id (for the operator-state overlay).
+    pub id: i64,
+    /// Its index in the place's `slots`.
+    pub slot: u32,
+    pub attrs: Attrs,
+}
+
+/// The same slots across the whole snapshot in start order, for "soonest" queries.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TimeKey {
+    pub start: i64,
+    /// The slot's id (for the operator-state overlay).
+    pub id: i64,
+    pub place: u32,
+    pub slot: u32,
+    pub attrs: Attrs,
+}
+
 /// What a place may offer, so a search can pass it by without touching its slots: only
-/// slots offered by their feed and visible to operators count.
+/// slots offered by their feed and visible to operators count. Nodes of the place tree carry
+/// the union of their places' summaries.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PlaceSummary {
     /// Bit per [`Modality`] (`1 << modality as u8`).
     pub modalities: u8,
     /// Bit 0: has a slot that is not surnuméraire; bit 1: has a surnuméraire slot.
     pub surnumeraire: u8,
-    /// Interned profession / specialty codes present ([`CodeBits`]).
+    /// Interned profession / specialty codes present ([`CodeBits::bit`]).
     pub professions: u64,
     pub specialties: u64,
+    /// (profession, modality) and (specialty, modality) pairs present ([`mode_bit`]): a
+    /// cabinet whose médecin consults at the practice and whose infirmier visits at home does
+    /// not offer home visits by a médecin.
+    pub profession_modes: u64,
+    pub specialty_modes: u64,
     /// Earliest and latest start of those slots (an empty place has `first > last`).
     pub first_start: i64,
     pub last_start: i64,
+    /// Per modality (index `modality as u8`), the hours ([`hour_bit`]) in which those slots
+    /// start: an infirmier's home visits all tomorrow say nothing for the next four hours.
+    pub hours: [u64; 3],
+}
+
+/// Bit of the hour of `start` counted from the snapshot's earliest start `base`; hours from
+/// the 63rd on share bit 63.
+pub(crate) fn hour_bit(base: i64, start: i64) -> u64 {
+    1 << (start.saturating_sub(base) / 3600).clamp(0, 63)
+}
+
+/// The [`hour_bit`]s of the starts in `[from, to)`.
+pub(crate) fn hour_mask(base: i64, from: i64, to: i64) -> u64 {
+    if to <= from || to.saturating_sub(1) < base {
+        return 0;
+    }
+    let lo = (from.saturating_sub(base) / 3600).clamp(0, 63);
+    let hi = (to.saturating_sub(1).saturating_sub(base) / 3600).clamp(0, 63);
+    (u64::MAX >> (63 - hi)) & (u64::MAX << lo)
 }
 
 impl PlaceSummary {
-    fn of(place: &PlaceEntry, professions: &mut CodeBits, specialties: &mut CodeBits) -> Self {
-        let mut sum = PlaceSummary {
-            modalities: 0,
-            surnumeraire: 0,
-            professions: 0,
-            specialties: 0,
-            first_start: i64::MAX,
-            last_start: i64::MIN,
-        };
-        for s in place
-            .slots
-            .iter()
-            .filter(|s| s.offered && s.audience.visible_to_operators())
-        {
-            sum.modalities |= 1 << s.modality as u8;
-            sum.surnumeraire |= 1 << u8::from(s.surnumeraire);
-            if let Some(p) = &s.provider.profession {
-                sum.professions |= professions.intern(p);
-            }
-            if let Some(p) = &s.provider.specialty {
-                sum.specialties |= specialties.intern(p);
-            }
-            sum.first_start = sum.first_start.min(s.start);
-            sum.last_start = sum.last_start.max(s.start);
+    pub(crate) const EMPTY: PlaceSummary = PlaceSummary {
+        modalities: 0,
+        surnumeraire: 0,
+        professions: 0,
+        specialties: 0,
+        profession_modes: 0,
+        specialty_modes: 0,
+        first_start: i64::MAX,
+        last_start: i64::MIN,
+        hours: [0; 3],
+    };
+
+    fn of(keys: &[SlotKey], base: i64) -> Self {
+        let mut sum = Self::EMPTY;
+        for k in keys {
+            sum.modalities |= k.attrs.modalities();
+            sum.surnumeraire |= k.attrs.surnumeraire();
+            sum.professions |= CodeBits::bit(k.attrs.profession());
+            sum.specialties |= CodeBits::bit(k.attrs.specialty());
+            let m = u32::from(k.attrs.modalities()).trailing_zeros();
+            sum.profession_modes |= mode_bit(k.attrs.profession(), m);
+            sum.specialty_modes |= mode_bit(k.attrs.specialty(), m);
+            sum.hours[m as usize] |= hour_bit(base, k.start);
+            sum.first_start = sum.first_start.min(k.start);
+            sum.last_start = sum.last_start.max(k.start);
         }
         sum
     }
+
+    pub(crate) fn union(&self, o: &PlaceSummary) -> PlaceSummary {
+        PlaceSummary {
+            modalities: self.modalities | o.modalities,
+            surnumeraire: self.surnumeraire | o.surnumeraire,
+            professions: self.professions | o.professions,
+            specialties: self.specialties | o.specialties,
+            profession_modes: self.profession_modes | o.profession_modes,
+            specialty_modes: self.specialty_modes | o.specialty_modes,
+            first_start: self.first_start.min(o.first_start),
+            last_start: self.last_start.max(o.last_start),
+            hours: [0, 1, 2].map(|m| self.hours[m] | o.hours[m]),
+        }
+    }
+}
+
+/// Where a place's keys are and whose freshness rules it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PlaceHead {
+    /// `keys[first..end]` of [`Snapshot::keys`].
+    pub first: u32,
+    pub end: u32,
+    /// Index in [`Snapshot::source_list`].
+    pub source: u32,
 }
 
 /// An immutable view of all places and slots.
 #[derive(Default)]
 pub struct Snapshot {
+    /// Places in spatial order (along a Hilbert curve); the internal arrays share it.
     pub places: Vec<Arc<PlaceEntry>>,
-    tree: RTree<PlacePoint>,
+    tree: tree::PlaceTree,
     /// Unit-sphere coordinates of `places`, same order.
     pub(crate) xyz: Vec<[f64; 3]>,
-    /// Every slot by start: `(start, place index, slot index)`, for "soonest" queries.
-    pub(crate) by_start: Vec<(i64, u32, u32)>,
+    /// Every key by start, for "soonest" queries.
+    pub(crate) by_start: Vec<TimeKey>,
     pub sources: HashMap<i64, Arc<SourceMeta>>,
+    /// The distinct sources of `places` ([`PlaceHead::source`]).
+    pub(crate) source_list: Vec<Arc<SourceMeta>>,
     pub slot_count: usize,
-    /// Per place (same order as `places`): what it may offer.
+    /// Per place (same order as `places`): what it may offer, and where its keys are.
     pub(crate) summaries: Vec<PlaceSummary>,
+    pub(crate) heads: Vec<PlaceHead>,
+    /// The slots that may be offered, place after place, each place's by start.
+    pub(crate) keys: Vec<SlotKey>,
+    /// The earliest start of `keys` (origin of [`PlaceSummary::hours`]).
+    pub(crate) time_base: i64,
     pub(crate) professions: CodeBits,
     pub(crate) specialties: CodeBits,
 }
 
 impl Snapshot {
-    /// Bulk-loads the R-tree over `places` and sorts the time index.
+    /// Orders the places spatially, packs the place tree and builds the key arrays.
     pub fn new(places: Vec<Arc<PlaceEntry>>, sources: HashMap<i64, Arc<SourceMeta>>) -> Self {
+        let order = tree::hilbert_order(
+            &places
+                .iter()
+                .map(|p| (p.position.lat, p.position.lon))
+                .collect::<Vec<_>>(),
+        );
+        let mut slots: Vec<Option<Arc<PlaceEntry>>> = places.into_iter().map(Some).collect();
+        let places: Vec<Arc<PlaceEntry>> = order.iter().filter_map(|&i| slots[i].take()).collect();
         let xyz: Vec<[f64; 3]> = places.iter().map(|p| to_xyz(p.position)).collect();
-        let points: Vec<PlacePoint> = xyz
-            .iter()
-            .enumerate()
-            .map(|(i, p)| GeomWithData::new(*p, i as u32))
-            .collect();
         let slot_count = places.iter().map(|p| p.slots.len()).sum();
-        let mut by_start = Vec::with_capacity(slot_count);
-        for (pi, p) in places.iter().enumerate() {
-            by_start.extend(
+        let (mut professions, mut specialties) = (CodeBits::default(), CodeBits::default());
+        let mut source_list: Vec<Arc<SourceMeta>> = Vec::new();
+        let mut source_ids: HashMap<*const SourceMeta, u32> = HashMap::new();
+        let mut keys = Vec::with_capacity(slot_count);
+        let mut heads = Vec::with_capacity(places.len());
+        for p in &places {
+            let first = keys.len();
+            keys.extend(
                 p.slots
                     .iter()
                     .enumerate()
-                    .map(|(si, s)| (s.start, pi as u32, si as u32)),
+                    .filter(|(_, s)| s.offered && s.audience.visible_to_operators())
+                    .map(|(i, s)| SlotKey {
+                        start: s.start,
+                        id: s.id,
+                        slot: i as u32,
+                        attrs: Attrs::of(s, &mut professions, &mut specialties),
+                    }),
             );
+            keys[first..].sort_by_key(|k| k.start);
+            let source = *source_ids.entry(Arc::as_ptr(&p.source)).or_insert_with(|| {
+                source_list.push(p.source.clone());
+                (source_list.len() - 1) as u32
+            });
+            heads.push(PlaceHead {
+                first: first as u32,
+                end: keys.len() as u32,
+                source,
+            });
         }
-        by_start.sort_unstable();
-        let (mut professions, mut specialties) = (CodeBits::default(), CodeBits::default());
-        let summaries = places
+        let time_base = keys.iter().map(|k| k.start).min().unwrap_or(0);
+        let summaries: Vec<PlaceSummary> = heads
             .iter()
-            .map(|p| PlaceSummary::of(p, &mut professions, &mut specialties))
+            .map(|h| PlaceSummary::of(&keys[h.first as usize..h.end as usize], time_base))
             .collect();
+        let mut by_start: Vec<TimeKey> = heads
+            .iter()
+            .enumerate()
+            .flat_map(|(pi, h)| {
+                keys[h.first as usize..h.end as usize]
+                    .iter()
+                    .map(move |k| TimeKey {
+                        start: k.start,
+                        id: k.id,
+                        place: pi as u32,
+                        slot: k.slot,
+                        attrs: k.attrs,
+                    })
+            })
+            .collect();
+        by_start.sort_unstable_by_key(|k| (k.start, k.place, k.slot));
         Snapshot {
-            tree: RTree::bulk_load(points),
+            tree: tree::PlaceTree::new(&xyz, &summaries),
             xyz,
             by_start,
             places,
             sources,
+            source_list,
             slot_count,
             summaries,
+            heads,
+            keys,
+            time_base,
             professions,
             specialties,
         }
@@ -278,18 +452,58 @@ impl Snapshot {
 
     /// Places by increasing distance from `origin`, with their distance in metres.
     pub fn nearest(&self, origin: LatLon) -> impl Iterator<Item = (&Arc<PlaceEntry>, f64)> + '_ {
-        self.nearest_indexed(origin)
-            .map(|(i, d)| (&self.places[i], d))
+        self.nearest_admitted(origin, f64::INFINITY, |_| true)
+            .map(|(i, c2)| (&self.places[i], chord2_to_m(c2)))
     }
 
-    /// Place indices by increasing distance from `origin`, with their distance in metres.
-    pub(crate) fn nearest_indexed(
-        &self,
+    /// Indices of the places whose summary `admits` accepts, by increasing distance from
+    /// `origin` up to the squared chord `max_c2`, with their squared chord.
+    pub(crate) fn nearest_admitted<'a, F: Fn(&PlaceSummary) -> bool + 'a>(
+        &'a self,
         origin: LatLon,
-    ) -> impl Iterator<Item = (usize, f64)> + '_ {
+        max_c2: f64,
+        admits: F,
+    ) -> impl Iterator<Item = (usize, f64)> + 'a {
+        self.tree.nearest(
+            &self.xyz,
+            &self.summaries,
+            to_xyz(origin),
+            max_c2,
+            admits,
+            false,
+        )
+    }
+
+    /// Like [`Self::nearest_admitted`] for blocks of consecutive places: each block's place
+    /// indices with a lower bound of their squared chords, by increasing bound.
+    pub(crate) fn nearest_blocks<'a, F: Fn(&PlaceSummary) -> bool + 'a>(
+        &'a self,
+        origin: LatLon,
+        max_c2: f64,
+        admits: F,
+    ) -> impl Iterator<Item = (std::ops::Range<usize>, f64)> + 'a {
+        let n = self.places.len();
         self.tree
-            .nearest_neighbor_iter_with_distance_2(&to_xyz(origin))
-            .map(|(pt, d2)| (pt.data as usize, chord2_to_m(d2)))
+            .nearest(
+                &self.xyz,
+                &self.summaries,
+                to_xyz(origin),
+                max_c2,
+                admits,
+                true,
+            )
+            .map(move |(b, c2)| (b * tree::FANOUT..((b + 1) * tree::FANOUT).min(n), c2))
+    }
+
+    /// Whether the source of place `pi` may be offered at `now`.
+    pub(crate) fn is_fresh(&self, pi: usize, now: i64) -> bool {
+        self.source_list[self.heads[pi].source as usize].is_fresh(now)
+    }
+
+    /// The keys of place `pi`, by start.
+    pub(crate) fn keys_of(&self, pi: usize) -> &[SlotKey] {
+        let h = self.heads[pi];
+        &self.keys[h.first as usize..h.end as usize]
     }
 }
 

@@ -1,11 +1,16 @@
 //! Nearest-free-slot search on a snapshot: no database, no allocation per visited slot.
 //!
-//! Places come out of the R-tree by increasing great-circle distance; for each, the slots in
-//! the time window are found by binary search and filtered. The radius starts at the
+//! Places come out of the place tree by increasing great-circle distance, whole neighbourhoods
+//! that cannot match the filters skipped on their summaries; for each place, the slots in the
+//! time window are found by binary search in its compact keys and filtered on their packed
+//! attributes, the slot itself is only read for a hit. The radius starts at the
 //! department's default and grows by its step up to a cap until `limit` results are found; the
 //! answer says how far it went.
 
-use super::{PlaceEntry, PlaceSummary, SlotEntry, SlotIndex, Snapshot};
+use super::{
+    Attrs, CODE_OVERFLOW, CodeBits, PlaceEntry, PlaceSummary, SlotEntry, SlotIndex, Snapshot,
+    TimeKey, hour_mask, mode_bit,
+};
 use crate::domain::LatLon;
 use crate::domain::slot::Modality;
 use std::sync::Arc;
@@ -124,42 +129,84 @@ fn matches(q: &Query, s: &SlotEntry) -> bool {
             .is_none_or(|p| s.provider.specialty.as_deref() == Some(p))
 }
 
-/// The query's filters as masks over [`PlaceSummary`]: a place failing them holds no match.
-struct PlaceFilter {
+/// The query's filters as masks over [`PlaceSummary`] (a place failing them holds no match)
+/// and over slot [`Attrs`].
+#[derive(Clone)]
+pub(crate) struct PlaceFilter {
     modalities: u8,
     surnumeraire: u8,
     profession: u64,
     specialty: u64,
+    /// [`mode_bit`]s of the wanted code with each wanted modality (0: no such filter).
+    profession_modes: u64,
+    specialty_modes: u64,
+    /// Code ids wanted (0: any).
+    profession_id: u8,
+    specialty_id: u8,
+    /// The attributes decide the match alone (no wanted code shares the overflow id).
+    exact: bool,
     from: i64,
     to: i64,
     /// A filter names a code no slot has: nothing can match.
     impossible: bool,
+    /// Every source of the snapshot is fresh (no per-place check needed).
+    all_fresh: bool,
+    /// [`hour_mask`] of `[from, to)` and its origin.
+    hours: u64,
+    time_base: i64,
 }
 
 impl PlaceFilter {
-    fn new(snap: &Snapshot, q: &Query, from: i64) -> Self {
-        let code = |bits: &super::CodeBits, c: &Option<String>| match c {
+    pub(crate) fn new(snap: &Snapshot, q: &Query, from: i64) -> Self {
+        let code = |bits: &CodeBits, c: &Option<String>| match c {
             None => Some(0),
             Some(c) => bits.get(c),
         };
         let profession = code(&snap.professions, &q.profession);
         let specialty = code(&snap.specialties, &q.specialty);
+        let (profession_id, specialty_id) = (profession.unwrap_or(0), specialty.unwrap_or(0));
+        let modalities = if q.modalities.is_empty() {
+            u8::MAX
+        } else {
+            q.modalities.iter().fold(0, |m, x| m | 1 << *x as u8)
+        };
+        let modes = |id: u8| match id {
+            0 => 0,
+            id => (0..3)
+                .filter(|m| modalities & 1 << m != 0)
+                .fold(0, |acc, m| acc | mode_bit(id, m)),
+        };
         PlaceFilter {
-            modalities: if q.modalities.is_empty() {
-                u8::MAX
-            } else {
-                q.modalities.iter().fold(0, |m, x| m | 1 << *x as u8)
-            },
+            modalities,
+            profession_modes: modes(profession_id),
+            specialty_modes: modes(specialty_id),
             surnumeraire: match q.surnumeraire {
                 Surnumeraire::Include => 0b11,
                 Surnumeraire::Only => 0b10,
                 Surnumeraire::Exclude => 0b01,
             },
-            profession: profession.unwrap_or(0),
-            specialty: specialty.unwrap_or(0),
+            profession: CodeBits::bit(profession_id),
+            specialty: CodeBits::bit(specialty_id),
+            profession_id,
+            specialty_id,
+            exact: profession_id != CODE_OVERFLOW && specialty_id != CODE_OVERFLOW,
             from,
             to: q.to,
             impossible: profession.is_none() || specialty.is_none() || from >= q.to,
+            all_fresh: snap.source_list.len() <= 64
+                && snap.source_list.iter().all(|s| s.is_fresh(q.now)),
+            hours: hour_mask(snap.time_base, from, q.to),
+            time_base: snap.time_base,
+        }
+    }
+
+    /// The same filter for starts in `[from, to)`.
+    fn within(&self, from: i64, to: i64) -> PlaceFilter {
+        PlaceFilter {
+            from,
+            to,
+            hours: hour_mask(self.time_base, from, to),
+            ..self.clone()
         }
     }
 
@@ -168,14 +215,35 @@ impl PlaceFilter {
             && p.surnumeraire & self.surnumeraire != 0
             && (self.profession == 0 || p.professions & self.profession != 0)
             && (self.specialty == 0 || p.specialties & self.specialty != 0)
+            && (self.profession_modes == 0 || p.profession_modes & self.profession_modes != 0)
+            && (self.specialty_modes == 0 || p.specialty_modes & self.specialty_modes != 0)
             && p.first_start < self.to
             && p.last_start >= self.from
+            && (0..3).any(|m| self.modalities & 1 << m != 0 && p.hours[m] & self.hours != 0)
+    }
+
+    /// Whether a slot with these attributes matches (with [`Self::exact`]; otherwise it may).
+    fn admits_slot(&self, a: Attrs) -> bool {
+        a.modalities() & self.modalities != 0
+            && a.surnumeraire() & self.surnumeraire != 0
+            && (self.profession_id == 0 || a.profession() == self.profession_id)
+            && (self.specialty_id == 0 || a.specialty() == self.specialty_id)
+    }
+
+    /// Whether the source of place `pi` may be offered.
+    fn fresh(&self, snap: &Snapshot, pi: usize, now: i64) -> bool {
+        self.all_fresh || snap.is_fresh(pi, now)
+    }
+
+    /// Whether slot `s` with attributes `a` matches the query (offered and visible: it has a key).
+    fn matches<'e>(&self, q: &Query, a: Attrs, s: impl FnOnce() -> &'e SlotEntry) -> bool {
+        self.admits_slot(a) && (self.exact || matches(q, s()))
     }
 }
 
 /// How many entries of the time index a `soonest` query may scan before it falls back to
 /// visiting every place within the radius (dense time ranges far from the patient).
-pub const SOONEST_SCAN_CAP: usize = 20_000;
+pub const SOONEST_SCAN_CAP: usize = 100_000;
 
 /// Runs `q` on `snap`, skipping slots `index` knows to be held or booked.
 ///
@@ -186,7 +254,6 @@ pub fn search<'s>(snap: &'s Snapshot, index: &SlotIndex, q: &Query) -> Found<'s>
     let from = q.from.max(q.now + 1);
     let cap = q.radius.cap_m();
     let limit = q.limit.max(1);
-    let mut hits: Vec<Hit> = Vec::new();
     // Ranked by distance then start, a place never puts more than `limit` slots in the answer
     // (nor moves the `limit`-th distance that decides the radius); the neutral order shuffles
     // whole distance buckets, so it keeps them all.
@@ -194,28 +261,8 @@ pub fn search<'s>(snap: &'s Snapshot, index: &SlotIndex, q: &Query) -> Found<'s>
         Order::Neutral => usize::MAX,
         Order::Distance | Order::Soonest => limit,
     };
-    // Once `limit` hits are in, stop after the places at that same distance (distance order),
-    // or at the end of that distance bucket (neutral order, shuffled within buckets).
-    let mut bound = cap;
     let filter = PlaceFilter::new(snap, q, from);
-    let places = snap
-        .nearest_indexed(q.origin)
-        .take_while(|_| !filter.impossible);
-    for (pi, d) in places {
-        if d > bound {
-            break;
-        }
-        if !filter.admits(&snap.summaries[pi]) {
-            continue;
-        }
-        scan_place(&snap.places[pi], d, from, q, index, per_place, &mut hits);
-        if hits.len() >= limit && bound == cap {
-            bound = match q.order {
-                Order::Neutral => ((d / NEUTRAL_BUCKET_M).floor() + 1.0) * NEUTRAL_BUCKET_M,
-                Order::Distance | Order::Soonest => d,
-            };
-        }
-    }
+    let mut hits = nearest_hits(snap, index, q, &filter, cap, limit, per_place);
     let within_base = hits
         .iter()
         .filter(|h| h.distance_m <= q.radius.base_m)
@@ -242,8 +289,8 @@ pub fn search<'s>(snap: &'s Snapshot, index: &SlotIndex, q: &Query) -> Found<'s>
             shuffle_buckets(&mut hits, q.seed);
         }
         Order::Soonest => {
-            hits = soonest_within(snap, index, q, &filter, radius_m, limit)
-                .unwrap_or_else(|| all_within(snap, index, q, &filter, radius_m));
+            hits = soonest_within(snap, index, q, &filter, radius_m, limit, TIE_SCAN_MAX)
+                .unwrap_or_else(|| all_within(snap, index, q, &filter, radius_m, limit));
             hits.sort_by(|a, b| {
                 a.slot()
                     .start
@@ -261,8 +308,48 @@ pub fn search<'s>(snap: &'s Snapshot, index: &SlotIndex, q: &Query) -> Found<'s>
     }
 }
 
-/// The `limit` earliest matching slots within `radius_m`, scanning slots in start order;
-/// `None` when more than [`SOONEST_SCAN_CAP`] entries would be needed.
+/// The matching slots of the places nearest `q.origin` within `cap` metres (at most
+/// `per_place` per place), place after place until `limit` are in, then the places at that
+/// same distance (or, in neutral order, to the end of that distance bucket).
+fn nearest_hits<'s>(
+    snap: &'s Snapshot,
+    index: &SlotIndex,
+    q: &Query,
+    filter: &PlaceFilter,
+    cap: f64,
+    limit: usize,
+    per_place: usize,
+) -> Vec<Hit<'s>> {
+    let mut hits = Vec::new();
+    if filter.impossible {
+        return hits;
+    }
+    let mut bound = cap;
+    for (pi, c2) in snap.nearest_admitted(q.origin, reach_c2(cap), |s| filter.admits(s)) {
+        let d = super::chord2_to_m(c2);
+        if d > bound {
+            break;
+        }
+        scan_place(snap, pi, d, filter, q, index, per_place, &mut hits);
+        if hits.len() >= limit && bound == cap {
+            bound = match q.order {
+                Order::Neutral => ((d / NEUTRAL_BUCKET_M).floor() + 1.0) * NEUTRAL_BUCKET_M,
+                Order::Distance | Order::Soonest => d,
+            };
+        }
+    }
+    hits
+}
+
+/// Entries starting with the `limit`-th soonest hit that [`soonest_within`] still scans one by
+/// one; beyond, the nearest slots starting then are found place by place instead.
+const TIE_SCAN_MAX: usize = 256;
+
+/// The matching slots within `radius_m` that start before the `limit`-th earliest or with it
+/// (the caller sorts by start then distance and cuts), instant by instant in start order: the
+/// few slots starting at an instant are checked one by one, the many (more than
+/// `tie_scan_max`) looked up block by block nearest first ([`nearest_starting_at`]); `None`
+/// when more than [`SOONEST_SCAN_CAP`] entries would be examined.
 fn soonest_within<'s>(
     snap: &'s Snapshot,
     index: &SlotIndex,
@@ -270,98 +357,204 @@ fn soonest_within<'s>(
     filter: &PlaceFilter,
     radius_m: f64,
     limit: usize,
+    tie_scan_max: usize,
 ) -> Option<Vec<Hit<'s>>> {
     if filter.impossible {
         return Some(Vec::new());
     }
-    let from = filter.from;
     let origin = super::to_xyz(q.origin);
     let max_c2 = super::m_to_chord2(radius_m);
-    let first = snap.by_start.partition_point(|e| e.0 < from);
-    let mut hits = Vec::new();
-    for (n, &(start, pi, si)) in snap.by_start[first..].iter().enumerate() {
-        if start >= q.to {
+    let mut pos = snap.by_start.partition_point(|e| e.start < filter.from);
+    let mut hits: Vec<Hit> = Vec::new();
+    let mut work = 0;
+    while let Some(first) = snap.by_start.get(pos) {
+        let at = first.start;
+        if at >= filter.to {
+            break;
+        }
+        let group = starting_at(&snap.by_start[pos..], at);
+        pos += group.len();
+        let want = limit - hits.len();
+        if group.len() > tie_scan_max {
+            let near =
+                nearest_starting_at(snap, index, q, filter, radius_m, group, want, &mut work);
+            hits.extend(near);
+        } else {
+            work += group.len();
+            for e in group {
+                if !filter.admits_slot(e.attrs) {
+                    continue;
+                }
+                let pi = e.place as usize;
+                let p = snap.xyz[pi];
+                let c2 = (p[0] - origin[0]).powi(2)
+                    + (p[1] - origin[1]).powi(2)
+                    + (p[2] - origin[2]).powi(2);
+                if c2 > max_c2 || !filter.fresh(snap, pi, q.now) {
+                    continue;
+                }
+                let place = &snap.places[pi];
+                if filter.matches(q, e.attrs, || &place.slots[e.slot as usize])
+                    && !index.is_taken(e.id, q.now)
+                {
+                    hits.push(Hit {
+                        place,
+                        slot: e.slot as usize,
+                        distance_m: super::chord2_to_m(c2),
+                    });
+                }
+            }
+        }
+        if hits.len() >= limit {
             return Some(hits);
         }
-        if n >= SOONEST_SCAN_CAP {
+        if work >= SOONEST_SCAN_CAP {
             return None;
-        }
-        let p = snap.xyz[pi as usize];
-        let c2 =
-            (p[0] - origin[0]).powi(2) + (p[1] - origin[1]).powi(2) + (p[2] - origin[2]).powi(2);
-        if c2 > max_c2 || !filter.admits(&snap.summaries[pi as usize]) {
-            continue;
-        }
-        let place = &snap.places[pi as usize];
-        let s = &place.slots[si as usize];
-        if place.source.is_fresh(q.now) && matches(q, s) && !index.is_taken(s.id, q.now) {
-            hits.push(Hit {
-                place,
-                slot: si as usize,
-                distance_m: super::chord2_to_m(c2),
-            });
-            if hits.len() >= limit {
-                return Some(hits);
-            }
         }
     }
     Some(hits)
 }
 
-/// Every matching slot within `radius_m` (the fallback of `soonest`).
+/// The leading entries of `entries` (sorted by start) that start at `at`, found by galloping
+/// (an instant usually has few slots).
+fn starting_at(entries: &[TimeKey], at: i64) -> &[TimeKey] {
+    let mut end = 1;
+    while end < entries.len() && entries[end].start == at {
+        end = (end * 2).min(entries.len());
+    }
+    let lo = end / 2;
+    let len = lo + entries[lo..end].partition_point(|e| e.start == at);
+    &entries[..len]
+}
+
+/// The `want` nearest matching slots within `radius_m` among `group` (the time index's
+/// entries starting at one instant, sorted by place), more when several tie in distance with
+/// the last: blocks of places by increasing distance, each block's entries found by binary
+/// search, until the next block is farther than the `want`-th slot found. Adds the entries and
+/// blocks examined to `work`.
+#[allow(clippy::too_many_arguments)]
+fn nearest_starting_at<'s>(
+    snap: &'s Snapshot,
+    index: &SlotIndex,
+    q: &Query,
+    filter: &PlaceFilter,
+    radius_m: f64,
+    group: &[TimeKey],
+    want: usize,
+    work: &mut usize,
+) -> Vec<Hit<'s>> {
+    let origin = super::to_xyz(q.origin);
+    let max_c2 = super::m_to_chord2(radius_m);
+    let when = filter.within(group[0].start, group[0].start + 1);
+    let mut found: Vec<(f64, Hit)> = Vec::new();
+    let mut c2s: Vec<f64> = Vec::new();
+    for (places, lb) in snap.nearest_blocks(q.origin, reach_c2(radius_m), |s| when.admits(s)) {
+        if found.len() >= want {
+            c2s.clear();
+            c2s.extend(found.iter().map(|f| f.0));
+            let (_, kth, _) = c2s.select_nth_unstable_by(want - 1, f64::total_cmp);
+            if lb > *kth {
+                break;
+            }
+        }
+        *work += BLOCK_WORK;
+        let first = group.partition_point(|e| (e.place as usize) < places.start);
+        for e in &group[first..] {
+            let pi = e.place as usize;
+            if pi >= places.end {
+                break;
+            }
+            *work += 1;
+            if !when.admits_slot(e.attrs) {
+                continue;
+            }
+            let p = snap.xyz[pi];
+            let c2 = (p[0] - origin[0]).powi(2)
+                + (p[1] - origin[1]).powi(2)
+                + (p[2] - origin[2]).powi(2);
+            if c2 > max_c2 || !when.fresh(snap, pi, q.now) {
+                continue;
+            }
+            let place = &snap.places[pi];
+            if when.matches(q, e.attrs, || &place.slots[e.slot as usize])
+                && !index.is_taken(e.id, q.now)
+            {
+                let hit = Hit {
+                    place,
+                    slot: e.slot as usize,
+                    distance_m: super::chord2_to_m(c2),
+                };
+                found.push((c2, hit));
+            }
+        }
+    }
+    found.into_iter().map(|f| f.1).collect()
+}
+
+/// What looking a block up costs, in time-index entries (a binary search and a tree step).
+const BLOCK_WORK: usize = 16;
+
+/// A squared chord a little beyond `m` metres, so that pruning on it never drops a place
+/// that the metre comparison would keep.
+fn reach_c2(m: f64) -> f64 {
+    super::m_to_chord2(m) * (1.0 + 1e-9) + 1e-18
+}
+
+/// Every matching slot within `radius_m` (the fallback of `soonest`), at most `limit` per
+/// place: a place's slots share its distance, so only its `limit` earliest can be among the
+/// `limit` soonest.
 fn all_within<'s>(
     snap: &'s Snapshot,
     index: &SlotIndex,
     q: &Query,
     filter: &PlaceFilter,
     radius_m: f64,
+    limit: usize,
 ) -> Vec<Hit<'s>> {
     let mut hits = Vec::new();
     if filter.impossible {
         return hits;
     }
-    for (pi, d) in snap.nearest_indexed(q.origin) {
+    for (pi, c2) in snap.nearest_admitted(q.origin, reach_c2(radius_m), |s| filter.admits(s)) {
+        let d = super::chord2_to_m(c2);
         if d > radius_m {
             break;
         }
-        if filter.admits(&snap.summaries[pi]) {
-            scan_place(
-                &snap.places[pi],
-                d,
-                filter.from,
-                q,
-                index,
-                usize::MAX,
-                &mut hits,
-            );
-        }
+        scan_place(snap, pi, d, filter, q, index, limit, &mut hits);
     }
     hits
 }
 
-/// Adds the first `max` matching, untaken slots of a fresh `place` starting in `[from, q.to)`.
+/// Adds the first `max` matching, untaken slots of a fresh place starting in
+/// `[filter.from, filter.to)`.
+#[allow(clippy::too_many_arguments)]
 fn scan_place<'s>(
-    place: &'s Arc<PlaceEntry>,
+    snap: &'s Snapshot,
+    pi: usize,
     d: f64,
-    from: i64,
+    filter: &PlaceFilter,
     q: &Query,
     index: &SlotIndex,
     max: usize,
     hits: &mut Vec<Hit<'s>>,
 ) {
-    if !place.source.is_fresh(q.now) {
+    if !filter.fresh(snap, pi, q.now) {
         return;
     }
-    let first = place.slots.partition_point(|s| s.start < from);
+    let keys = snap.keys_of(pi);
+    let first = keys.partition_point(|k| k.start < filter.from);
+    let place = &snap.places[pi];
     let mut added = 0;
-    for (i, s) in place.slots[first..].iter().enumerate() {
-        if s.start >= q.to || added >= max {
+    for k in &keys[first..] {
+        if k.start >= filter.to || added >= max {
             break;
         }
-        if matches(q, s) && !index.is_taken(s.id, q.now) {
+        if filter.matches(q, k.attrs, || &place.slots[k.slot as usize])
+            && !index.is_taken(k.id, q.now)
+        {
             hits.push(Hit {
                 place,
-                slot: first + i,
+                slot: k.slot as usize,
                 distance_m: d,
             });
             added += 1;
@@ -561,7 +754,7 @@ mod tests {
             let want: Vec<i64> = expected.iter().take(limit).map(|e| e.0).collect();
             assert_eq!(starts(&found.hits), want, "limit {limit}");
             let filter = PlaceFilter::new(&snap, &q, q.now + 1);
-            let mut fallback = all_within(&snap, &index, &q, &filter, found.radius_m);
+            let mut fallback = all_within(&snap, &index, &q, &filter, found.radius_m, limit);
             fallback.sort_by(|a, b| {
                 a.slot()
                     .start
@@ -614,6 +807,95 @@ mod tests {
                 .hits
                 .is_empty(),
             "stale source"
+        );
+    }
+
+    /// 400 places on a grid, every one with a slot at the same instant: the nearest of them
+    /// are found by the block-by-block lookup exactly as by brute force, from many points.
+    #[test]
+    fn slots_starting_together_are_taken_nearest_first_block_by_block() {
+        let (_, source) = snapshot();
+        let provider = Arc::new(Provider::default());
+        let at = NOW + 3600;
+        let places: Vec<Arc<PlaceEntry>> = (0..400)
+            .map(|k| {
+                let slots = (0..2)
+                    .map(|j| SlotEntry {
+                        id: k * 2 + j + 1,
+                        start: at + j * 600 * (k % 3),
+                        end: at + 1200,
+                        modality: Modality::Ambulatory,
+                        audience: AudienceSet(0),
+                        surnumeraire: false,
+                        offered: true,
+                        capacity: 1,
+                        provider: provider.clone(),
+                        external_id: format!("{k}-{j}").into(),
+                        booking_url: None,
+                        appointment_type: None,
+                    })
+                    .collect();
+                let position = LatLon::new(
+                    47.0 + (k / 20) as f64 * 0.01,
+                    -1.0 + (k % 20) as f64 * 0.013,
+                );
+                place(k, &source, position.unwrap(), slots)
+            })
+            .collect();
+        let snap = Snapshot::new(places, HashMap::from([(1, source)]));
+        let index = SlotIndex::default();
+        index.mark_taken(2 * 37 + 1, i64::MAX);
+        for (n, limit) in (1..40).step_by(3).enumerate() {
+            let mut q = query(Order::Soonest, limit);
+            q.origin = LatLon::new(47.013 + n as f64 * 0.011, -0.99 + n as f64 * 0.017).unwrap();
+            let filter = PlaceFilter::new(&snap, &q, q.now + 1);
+            let mut got = soonest_within(&snap, &index, &q, &filter, 12_000.0, limit, 0)
+                .expect("under the scan cap");
+            got.sort_by(|a, b| {
+                a.slot()
+                    .start
+                    .cmp(&b.slot().start)
+                    .then(a.distance_m.total_cmp(&b.distance_m))
+            });
+            got.truncate(limit);
+            let mut want = brute(&snap, &index, &q, 12_000.0);
+            want.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+            want.truncate(limit);
+            assert_eq!(got.len(), want.len(), "limit {limit}");
+            for (g, w) in got.iter().zip(&want) {
+                assert_eq!(g.slot().start, w.0, "limit {limit}");
+                assert!((g.distance_m - w.1).abs() < 1.0, "limit {limit}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_hour_mask_holds_the_hour_of_every_start_in_its_window_and_no_other() {
+        use crate::index::hour_bit;
+        let base = NOW;
+        for (from, to) in [
+            (NOW, NOW + 1),
+            (NOW + 1799, NOW + 4 * 3600),
+            (NOW + 20 * 3600, NOW + 90 * 3600),
+            (NOW - 7200, NOW + 60),
+        ] {
+            let mask = hour_mask(base, from, to);
+            for t in (from.max(base)..to).step_by(97) {
+                assert_ne!(mask & hour_bit(base, t), 0, "{from}..{to}: {t}");
+            }
+            for k in 0..63 {
+                // hour k (from base) wholly before or after the window: not in the mask
+                let (lo, hi) = (base + k * 3600, base + (k + 1) * 3600);
+                if hi <= from || lo >= to {
+                    assert_eq!(mask & 1 << k, 0, "{from}..{to}: hour {k}");
+                }
+            }
+        }
+        assert_eq!(hour_mask(base, NOW + 10, NOW + 10), 0);
+        assert_eq!(
+            hour_mask(base, NOW - 100, NOW),
+            0,
+            "before the earliest start"
         );
     }
 
@@ -674,10 +956,12 @@ mod tests {
                     let b = rng.random_range(0..72 * 60);
                     (a.min(b), a.max(b) + 1)
                 };
+                // most places start on the hour or every six hours, so that many slots tie
+                let grid = [60, 3600, 6 * 3600][rng.random_range(0..3)];
                 let mut slots: Vec<SlotEntry> = (0..rng.random_range(0..12))
                     .map(|_| {
                         id += 1;
-                        let start = NOW - 3600 + rng.random_range(lo..hi) * 60;
+                        let start = NOW - 3600 + rng.random_range(lo..hi) * 60 / grid * grid;
                         SlotEntry {
                             id,
                             start,
@@ -708,6 +992,7 @@ mod tests {
         for _ in 0..40 {
             index.mark_taken(rng.random_range(1..=id), i64::MAX);
         }
+        let mut by_blocks = 0;
         for n in 0..400 {
             let mut q = query(
                 if n % 3 == 0 {
@@ -766,6 +1051,41 @@ mod tests {
                 assert_eq!(g.0, e.0, "query {n}: {q:?}");
                 assert!((g.1 - e.1).abs() < 1.0, "query {n}: {q:?}");
             }
+            if q.order == Order::Soonest {
+                // the fallback (every place within the radius) gives the same answer
+                let filter = PlaceFilter::new(&snap, &q, q.from.max(q.now + 1));
+                let mut all = all_within(&snap, &index, &q, &filter, found.radius_m, q.limit);
+                all.sort_by(|a, b| {
+                    a.slot()
+                        .start
+                        .cmp(&b.slot().start)
+                        .then(a.distance_m.total_cmp(&b.distance_m))
+                });
+                all.truncate(q.limit);
+                // and so does the time scan when it looks up every instant block by block
+                // (unless that much looking up exceeds its cap: then `search` falls back)
+                let ties = soonest_within(&snap, &index, &q, &filter, found.radius_m, q.limit, 0);
+                by_blocks += usize::from(ties.is_some());
+                let mut ties = ties.unwrap_or_else(|| all.clone());
+                ties.sort_by(|a, b| {
+                    a.slot()
+                        .start
+                        .cmp(&b.slot().start)
+                        .then(a.distance_m.total_cmp(&b.distance_m))
+                });
+                ties.truncate(q.limit);
+                for (path, hits) in [("fallback", &all), ("ties by distance", &ties)] {
+                    assert_eq!(hits.len(), expected.len(), "{path}, query {n}");
+                    for (g, e) in hits.iter().zip(&expected) {
+                        assert_eq!(g.slot().start, e.0, "{path}, query {n}");
+                        assert!((g.distance_m - e.1).abs() < 1.0, "{path}, query {n}");
+                    }
+                }
+            }
         }
+        assert!(
+            by_blocks >= 40,
+            "only {by_blocks} soonest queries looked up by blocks"
+        );
     }
 }
