@@ -142,10 +142,28 @@ struct ConnectionSetup {
 impl CustomizeConnection<SqliteConnection, r2d2::Error> for ConnectionSetup {
     fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), r2d2::Error> {
         conn.batch_execute(&format!(
-            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = {}; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
+            "PRAGMA busy_timeout = {}; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
             self.timeout.as_millis()
         ))
-        .map_err(r2d2::Error::QueryError)
+        .map_err(r2d2::Error::QueryError)?;
+        // WAL is a property of the database file: set by the first connection, found by the
+        // others. Setting it on every new connection needed a lock that a snapshot's write
+        // transaction holds, and a pool connection opened meanwhile failed ("database is
+        // locked").
+        use diesel::RunQueryDsl;
+        #[derive(diesel::QueryableByName)]
+        struct Mode {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            journal_mode: String,
+        }
+        let mode = diesel::sql_query("PRAGMA journal_mode")
+            .get_result::<Mode>(conn)
+            .map_err(r2d2::Error::QueryError)?;
+        if mode.journal_mode.eq_ignore_ascii_case("wal") {
+            return Ok(());
+        }
+        conn.batch_execute("PRAGMA journal_mode = WAL")
+            .map_err(r2d2::Error::QueryError)
     }
 }
 
