@@ -10,12 +10,16 @@
 //! - a slot whose start has passed is history: kept when it leaves the feed;
 //! - snapshots of one source are applied one after the other (PostgreSQL: the source row is
 //!   locked; SQLite: one write transaction at a time);
-//! - `slots.source_id` and `slots.place_id` stay foreign keys on both backends: a place is
-//!   written before the slots that refer to it, in the same transaction.
+//! - a slot's place and source are checked by the database: on PostgreSQL one foreign key
+//!   `(source_id, place_id)` → `places (source_id, id)` (the place exists and belongs to the
+//!   slot's source; one check per row written instead of two), on SQLite the two keys
+//!   `source_id` and `place_id`. A place is written before the slots that refer to it, in the
+//!   same transaction.
 //!
 //! Two write paths: a source with no rows gets its rows inserted directly with ids taken
-//! beforehand (`write_fresh`); a source with rows goes through a staging table and one
-//! upsert (`write_slots`).
+//! beforehand (`write_fresh`; other work, such as building the index entries, can run beside
+//! the insert); a source with rows goes through a staging table and one upsert
+//! (`write_slots`).
 
 use super::schema::{places, slots, sources};
 use super::{DbConn, StoreError, to_epoch};
@@ -291,10 +295,21 @@ fn write_slots(conn: &mut DbConn, rows: &[NewSlot<'_>]) -> Result<Vec<(String, i
 /// are taken first (PostgreSQL: from the column's sequence; SQLite: above the table's
 /// `AUTOINCREMENT` high-water mark, which the write lock of this transaction keeps ours), so
 /// the rows go in by `COPY` / plain multi-row `INSERT` and nothing is read back.
-/// Returns `(external_id, id)` of each row.
-fn write_fresh(conn: &mut DbConn, rows: &[NewSlot<'_>]) -> Result<Vec<(String, i64)>, StoreError> {
+/// `beside` runs on another thread while the rows are written, with the ids of everything the
+/// snapshot writes. Returns `external_id → id` and what `beside` returned.
+fn write_fresh<T: Send>(
+    conn: &mut DbConn,
+    rows: &[NewSlot<'_>],
+    places: &HashMap<String, i64>,
+    beside: &WhileWriting<'_, T>,
+) -> Result<(HashMap<String, i64>, T), StoreError> {
     if rows.is_empty() {
-        return Ok(Vec::new());
+        let ids = WrittenIds {
+            places: places.clone(),
+            slots: HashMap::new(),
+        };
+        let extra = beside(&ids);
+        return Ok((ids.slots, extra));
     }
     let n = i64::try_from(rows.len()).unwrap_or(i64::MAX);
     let ids: Vec<i64> = match conn {
@@ -343,6 +358,34 @@ fn write_fresh(conn: &mut DbConn, rows: &[NewSlot<'_>]) -> Result<Vec<(String, i
         .zip(&ids)
         .map(|(r, &id)| FreshSlot::new(id, r))
         .collect();
+    // Every id is known now: `beside` works on another core while the database takes the rows.
+    std::thread::scope(|scope| {
+        let side = std::thread::Builder::new()
+            .name("snapshot-side".into())
+            .spawn_scoped(scope, || {
+                let ids = WrittenIds {
+                    places: places.clone(),
+                    slots: rows
+                        .iter()
+                        .zip(&ids)
+                        .map(|(r, &id)| (r.external_id.to_string(), id))
+                        .collect(),
+                };
+                let extra = beside(&ids);
+                (ids.slots, extra)
+            })
+            .map_err(|e| StoreError::Other(e.into()))?;
+        let copied = copy_fresh(conn, &fresh);
+        let side = side
+            .join()
+            .map_err(|_| StoreError::Other(anyhow::anyhow!("the work beside the copy panicked")));
+        copied?;
+        side
+    })
+}
+
+/// The rows of [`write_fresh`], ids included, into `slots`.
+fn copy_fresh(conn: &mut DbConn, fresh: &[FreshSlot<'_>]) -> Result<(), StoreError> {
     match conn {
         #[cfg(feature = "sqlite")]
         DbConn::Sqlite(c) => {
@@ -352,7 +395,7 @@ fn write_fresh(conn: &mut DbConn, rows: &[NewSlot<'_>]) -> Result<Vec<(String, i
             // (diesel does not cache a statement built from a slice) and SQLite compiles it as
             // a compound of 1 000 selects: 23 µs per row in all, against 3.5 µs for the same
             // rows inserted by SQLite itself (`INSERT … SELECT`).
-            for row in &fresh {
+            for row in fresh {
                 diesel::insert_into(slots::table).values(row).execute(c)?;
             }
         }
@@ -360,15 +403,11 @@ fn write_fresh(conn: &mut DbConn, rows: &[NewSlot<'_>]) -> Result<Vec<(String, i
         DbConn::Postgres(c) => {
             let c: &mut diesel::PgConnection = c;
             diesel::copy_from(slots::table)
-                .from_insertable(&fresh)
+                .from_insertable(fresh)
                 .execute(c)?;
         }
     }
-    Ok(rows
-        .iter()
-        .zip(ids)
-        .map(|(r, id)| (r.external_id.to_string(), id))
-        .collect())
+    Ok(())
 }
 
 #[cfg(feature = "postgres")]
@@ -401,6 +440,9 @@ pub struct WrittenIds {
     pub slots: HashMap<String, i64>,
 }
 
+/// Work done beside the write of a first snapshot (see [`replace_snapshot_beside`]).
+pub type WhileWriting<'a, T> = dyn Fn(&WrittenIds) -> T + Sync + 'a;
+
 /// Replaces the slots of `source_id` by `feed` in one write transaction. `deleted` are ids the
 /// feed explicitly withdrew (`entered-in-error`). `report` builds the JSON report to store with
 /// the outcome (it sees the final counts).
@@ -413,6 +455,34 @@ pub fn replace_snapshot(
     now: chrono::DateTime<chrono::Utc>,
     report: &dyn Fn(&SnapshotOutcome) -> String,
 ) -> Result<SnapshotOutcome, StoreError> {
+    replace_snapshot_beside(
+        conn,
+        source_id,
+        cpts_id,
+        feed,
+        deleted,
+        now,
+        report,
+        &|_| (),
+    )
+    .map(|(outcome, _)| outcome)
+}
+
+/// [`replace_snapshot`], running `beside` on another thread while the slot rows are written
+/// when the source has none yet (its first snapshot: every id is known before the rows go in).
+/// `beside` gets the ids the snapshot writes; what it returns comes back with the outcome
+/// (`None` when the source had rows, or when the transaction failed after it ran).
+#[allow(clippy::too_many_arguments)]
+pub fn replace_snapshot_beside<T: Send>(
+    conn: &mut DbConn,
+    source_id: i64,
+    cpts_id: &str,
+    feed: &NormalizedFeed,
+    deleted: &[String],
+    now: chrono::DateTime<chrono::Utc>,
+    report: &dyn Fn(&SnapshotOutcome) -> String,
+    beside: &WhileWriting<'_, T>,
+) -> Result<(SnapshotOutcome, Option<T>), StoreError> {
     let now_s = to_epoch(now);
     let new_places: Vec<NewPlace<'_>> = feed
         .places
@@ -519,10 +589,14 @@ pub fn replace_snapshot(
         // order (BENCHMARKS.md). Byte order is the `C` collation's; another one only makes
         // the gain smaller.
         rows.sort_unstable_by(|a, b| a.external_id.cmp(b.external_id));
-        let (slot_ids, inserted, removed, kept_taken) = if before == 0 {
-            replace_none(conn, source_id, seq, &rows)?
+        let ((slot_ids, inserted, removed, kept_taken), extra) = if before == 0 {
+            let (written, extra) = replace_none(conn, source_id, seq, &rows, &place_ids, beside)?;
+            (written, Some(extra))
         } else {
-            replace_existing(conn, source_id, seq, now_s, before, &rows)?
+            (
+                replace_existing(conn, source_id, seq, now_s, before, &rows)?,
+                None,
+            )
         };
         tracing::debug!(
             ms = lap.elapsed().as_millis() as u64,
@@ -552,12 +626,12 @@ pub fn replace_snapshot(
             sources::last_report.eq(report_json),
         ))
         .execute(c))?;
-        Ok(outcome)
+        Ok((outcome, extra))
     });
     let restored = sqlite_cache_kib(conn, SQLITE_DEFAULT_CACHE_KIB);
-    let outcome = result?;
+    let written = result?;
     restored?;
-    Ok(outcome)
+    Ok(written)
 }
 
 /// What the slot rows of a snapshot did: `(external_id → id, inserted, removed, kept_taken)`.
@@ -565,13 +639,15 @@ type SlotsWritten = (HashMap<String, i64>, u64, u64, Vec<String>);
 
 /// The slots of a source that has none (`before == 0`): nothing to update, nothing can have
 /// vanished, no row holds operator state.
-fn replace_none(
+fn replace_none<T: Send>(
     conn: &mut DbConn,
     source_id: i64,
     seq: i64,
     rows: &[NewSlot<'_>],
-) -> Result<SlotsWritten, StoreError> {
-    let slot_ids: HashMap<String, i64> = write_fresh(conn, rows)?.into_iter().collect();
+    places: &HashMap<String, i64>,
+    beside: &WhileWriting<'_, T>,
+) -> Result<(SlotsWritten, T), StoreError> {
+    let (slot_ids, extra) = write_fresh(conn, rows, places, beside)?;
     // Places of an earlier snapshot: no slot of the source refers to them any more.
     db_run!(&mut *conn, |c| diesel::delete(
         places::table
@@ -580,7 +656,7 @@ fn replace_none(
     )
     .execute(c))?;
     let inserted = slot_ids.len() as u64;
-    Ok((slot_ids, inserted, 0, Vec::new()))
+    Ok(((slot_ids, inserted, 0, Vec::new()), extra))
 }
 
 /// The slots of a source that has `before` rows: upserted, then the rows the snapshot did not
