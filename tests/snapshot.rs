@@ -121,29 +121,24 @@ async fn texts_survive_the_bulk_write_and_the_index_from_the_feed_equals_a_reloa
     let state = app.state.clone();
     for (round, n) in [(0, 40), (1, 25)] {
         let feed = feed(now, n);
-        let (cpts2, st, f) = (cpts.clone(), state.clone(), feed.clone());
+        let (st, f) = (state.clone(), feed.clone());
         let (outcome, rows) = state
             .db
             .run_long(move |c| {
-                let o = sasnp::store::slots::replace_snapshot(
+                let row = sasnp::store::sources::get(c, source)?;
+                // As a `PUT` applies it: the first round builds the index entries beside the
+                // write, the second from the feed and what the store read back.
+                let (o, phases) = sasnp::ingest::apply::store_snapshot(
                     c,
-                    source,
-                    &cpts2,
+                    &st.settings,
+                    &st.index,
+                    &row,
                     &f,
                     &[],
                     now,
                     &|_| "{}".into(),
                 )?;
-                sasnp::index::load::reload_source_from_feed(
-                    c,
-                    &st.settings,
-                    &st.index,
-                    source,
-                    now.timestamp(),
-                    o.seq,
-                    &f,
-                    &o.ids,
-                )?;
+                assert_eq!(phases.beside, round == 0, "round {round}");
                 let rows = sasnp::store::slots::load_for_index(c, Some(source), now.timestamp())?;
                 Ok((o, rows))
             })
@@ -185,7 +180,10 @@ async fn texts_survive_the_bulk_write_and_the_index_from_the_feed_equals_a_reloa
             let r = places.iter().find(|r| r.id == id).unwrap();
             assert_eq!((&r.name, &r.address), (&p.name, &p.address));
         }
-        // The index built from the feed is the one a reload from the database builds.
+        // The index built from the feed is the one a reload from the database builds, and
+        // the source is fresh in it (searchable).
+        let meta = state.index.load().sources[&source].clone();
+        assert!(meta.is_fresh(now.timestamp()), "round {round}");
         let from_feed = entries(&state.index, source);
         assert_eq!(from_feed.len(), 3);
         let st = state.clone();
@@ -206,6 +204,78 @@ async fn texts_survive_the_bulk_write_and_the_index_from_the_feed_equals_a_reloa
             .unwrap();
         assert_eq!(from_feed, reloaded, "round {round}");
     }
+}
+
+/// Entries built beside a first snapshot are only put in place while that snapshot is still
+/// the source's latest: installed after a later snapshot, they give way to a reload from the
+/// database (the index never goes back to an older state).
+#[tokio::test]
+async fn entries_built_beside_a_snapshot_that_is_no_longer_the_latest_are_not_installed() {
+    let app = spawn_app().await;
+    let cpts = app.nantes_cpts();
+    let token = app.admin_token.clone();
+    let source = app.csv_source(&token, &cpts).await;
+    let now = app.clock.now();
+    let state = app.state.clone();
+    let st = state.clone();
+    let (installed, stored) = state
+        .db
+        .run_long(move |c| {
+            let row = sasnp::store::sources::get(c, source)?;
+            // Snapshot 1 (12 slots) is written; entries for an older state (40 slots, ids
+            // as the store would give them) are then offered with its predecessor's `seq`.
+            let (o, _) = sasnp::ingest::apply::store_snapshot(
+                c,
+                &st.settings,
+                &st.index,
+                &row,
+                &feed(now, 12),
+                &[],
+                now,
+                &|_| "{}".into(),
+            )?;
+            let old_feed = feed(now, 40);
+            let ids = sasnp::store::slots::WrittenIds {
+                places: o.ids.places.clone(),
+                slots: old_feed
+                    .slots
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (s.external_id.clone(), 1_000_000 + i as i64))
+                    .collect(),
+            };
+            let first = sasnp::index::load::prepare_first(
+                &st.settings,
+                &row,
+                &old_feed,
+                &ids,
+                now.timestamp(),
+            );
+            sasnp::index::load::install_first(
+                c,
+                &st.settings,
+                &st.index,
+                o.seq - 1,
+                first,
+                now.timestamp(),
+            )?;
+            let installed = entries(&st.index, source);
+            let index = SlotIndex::default();
+            sasnp::index::load::reload_source(c, &st.settings, &index, source, now.timestamp())?;
+            Ok((installed, entries(&index, source)))
+        })
+        .await
+        .unwrap();
+    assert_eq!(installed, stored);
+    let slots: usize = state
+        .index
+        .load()
+        .places
+        .iter()
+        .filter(|p| p.source.id == source)
+        .map(|p| p.slots.len())
+        .sum();
+    assert_eq!(slots, 12);
 }
 
 /// Two uploads of a source that has no slots yet, at the same time: both apply, one after the

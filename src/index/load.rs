@@ -95,6 +95,72 @@ impl Builder {
             });
     }
 
+    /// Entries of the slots a snapshot wrote, from the feed and the row ids the store gave
+    /// them (the same values as a round trip through the rows). Providers are shared per
+    /// schedule in the feed: they are looked up by pointer first.
+    fn add_feed(&mut self, feed: &NormalizedFeed, ids: &WrittenIds, now: i64) {
+        type Key = (usize, usize, usize);
+        let mut by_ptr: HashMap<Key, Arc<Provider>> = HashMap::new();
+        for s in &feed.slots {
+            let end = crate::store::to_epoch(s.end);
+            // Slots the snapshot did not write (withdrawn `entered-in-error`) have no id.
+            let (Some(&id), Some(&place_id)) = (
+                ids.slots.get(s.external_id.as_str()),
+                ids.places.get(&*s.place_key),
+            ) else {
+                continue;
+            };
+            if end <= now {
+                continue;
+            }
+            let key = (
+                s.practitioner
+                    .as_ref()
+                    .map_or(0, |p| Arc::as_ptr(p) as usize),
+                s.structure.as_ref().map_or(0, |x| Arc::as_ptr(x) as usize),
+                s.booking_phone
+                    .as_ref()
+                    .map_or(0, |x| Arc::as_ptr(x) as *const u8 as usize),
+            );
+            let provider = match by_ptr.get(&key) {
+                Some(p) => p.clone(),
+                None => {
+                    let pr = s.practitioner.as_deref();
+                    let st = s.structure.as_deref();
+                    let p = self.provider(Provider {
+                        practitioner_id: pr.and_then(|p| p.national_id.clone()),
+                        practitioner_name: pr.and_then(|p| p.name.clone()),
+                        profession: pr.and_then(|p| p.profession.clone()),
+                        specialty: pr.and_then(|p| p.specialty.clone()),
+                        structure_kind: st.map(|x| x.kind.code().to_string()),
+                        structure_id: st.and_then(|x| x.national_id.clone()),
+                        structure_name: st.and_then(|x| x.name.clone()),
+                        booking_phone: s.booking_phone.as_deref().map(str::to_string),
+                        json: Default::default(),
+                    });
+                    by_ptr.insert(key, p.clone());
+                    p
+                }
+            };
+            // The same conversions as a round trip through the row.
+            let capacity = i32::try_from(s.capacity).unwrap_or(i32::MAX);
+            self.by_place.entry(place_id).or_default().push(SlotEntry {
+                id,
+                start: crate::store::to_epoch(s.start),
+                end,
+                modality: s.modality,
+                audience: s.audience,
+                surnumeraire: s.surnumeraire,
+                offered: s.status == FeedStatus::Free,
+                capacity: u32::try_from(capacity).unwrap_or(1),
+                provider,
+                external_id: s.external_id.as_str().into(),
+                booking_url: s.booking_url.as_deref().map(Into::into),
+                appointment_type: s.appointment_type.map(AppointmentType::code),
+            });
+        }
+    }
+
     /// The place entries of `places` that have slots, each with its slots sorted by start.
     fn places(
         &mut self,
@@ -235,67 +301,7 @@ pub fn reload_source_from_feed(
     for r in kept {
         b.add_row(r);
     }
-    // Providers are shared per schedule in the feed: look them up by pointer first.
-    type Key = (usize, usize, usize);
-    let mut by_ptr: HashMap<Key, Arc<Provider>> = HashMap::new();
-    for s in &feed.slots {
-        let end = crate::store::to_epoch(s.end);
-        // Slots the snapshot did not write (withdrawn `entered-in-error`) have no id.
-        let (Some(&id), Some(&place_id)) = (
-            ids.slots.get(s.external_id.as_str()),
-            ids.places.get(&*s.place_key),
-        ) else {
-            continue;
-        };
-        if end <= now {
-            continue;
-        }
-        let key = (
-            s.practitioner
-                .as_ref()
-                .map_or(0, |p| Arc::as_ptr(p) as usize),
-            s.structure.as_ref().map_or(0, |x| Arc::as_ptr(x) as usize),
-            s.booking_phone
-                .as_ref()
-                .map_or(0, |x| Arc::as_ptr(x) as *const u8 as usize),
-        );
-        let provider = match by_ptr.get(&key) {
-            Some(p) => p.clone(),
-            None => {
-                let pr = s.practitioner.as_deref();
-                let st = s.structure.as_deref();
-                let p = b.provider(Provider {
-                    practitioner_id: pr.and_then(|p| p.national_id.clone()),
-                    practitioner_name: pr.and_then(|p| p.name.clone()),
-                    profession: pr.and_then(|p| p.profession.clone()),
-                    specialty: pr.and_then(|p| p.specialty.clone()),
-                    structure_kind: st.map(|x| x.kind.code().to_string()),
-                    structure_id: st.and_then(|x| x.national_id.clone()),
-                    structure_name: st.and_then(|x| x.name.clone()),
-                    booking_phone: s.booking_phone.as_deref().map(str::to_string),
-                    json: Default::default(),
-                });
-                by_ptr.insert(key, p.clone());
-                p
-            }
-        };
-        // The same conversions as a round trip through the row.
-        let capacity = i32::try_from(s.capacity).unwrap_or(i32::MAX);
-        b.by_place.entry(place_id).or_default().push(SlotEntry {
-            id,
-            start: crate::store::to_epoch(s.start),
-            end,
-            modality: s.modality,
-            audience: s.audience,
-            surnumeraire: s.surnumeraire,
-            offered: s.status == FeedStatus::Free,
-            capacity: u32::try_from(capacity).unwrap_or(1),
-            provider,
-            external_id: s.external_id.as_str().into(),
-            booking_url: s.booking_url.as_deref().map(Into::into),
-            appointment_type: s.appointment_type.map(AppointmentType::code),
-        });
-    }
+    b.add_feed(feed, ids, now);
     let entries = b.places(places, &sources);
     tracing::debug!(
         ms = lap.elapsed().as_millis() as u64,
@@ -305,5 +311,83 @@ pub fn reload_source_from_feed(
         index.mark_taken(slot, until);
     }
     index.replace_source(meta, entries);
+    Ok(())
+}
+
+/// The index entries of a source's first snapshot, built from the feed while its rows are
+/// written (see [`crate::store::slots::replace_snapshot_beside`]) and put in place by
+/// [`install_first`] once the snapshot has committed. A source with no rows has nothing else
+/// to show: no history, no held or booked slot, no place of an earlier snapshot.
+pub struct FirstSnapshot {
+    meta: Arc<SourceMeta>,
+    entries: Vec<Arc<PlaceEntry>>,
+}
+
+/// Builds [`FirstSnapshot`]: the places and slots the snapshot writes, as a reload from the
+/// database would read them. `source` is the source's row before the snapshot (its freshness
+/// is set at [`install_first`]).
+pub fn prepare_first(
+    settings: &Settings,
+    source: &SourceRow,
+    feed: &NormalizedFeed,
+    ids: &WrittenIds,
+    now: i64,
+) -> FirstSnapshot {
+    let meta = source_meta(source, settings);
+    let sources = HashMap::from([(source.id, meta.clone())]);
+    let mut b = Builder::default();
+    b.add_feed(feed, ids, now);
+    let places = feed
+        .places
+        .iter()
+        .filter_map(|p| {
+            Some(PlaceRow {
+                id: *ids.places.get(&*p.key)?,
+                source_id: source.id,
+                name: p.name.clone(),
+                address: p.address.clone(),
+                postcode: p.postcode.as_ref().map(|x| x.as_str().to_string()),
+                city: p.city.clone(),
+                insee: p.insee.as_ref().map(|x| x.as_str().to_string()),
+                lat: p.position.lat,
+                lon: p.position.lon,
+                precision: p.precision.as_str().to_string(),
+            })
+        })
+        .collect();
+    let entries = b.places(places, &sources);
+    FirstSnapshot { meta, entries }
+}
+
+/// Puts a [`FirstSnapshot`] in the index after snapshot `seq` committed. When the source has
+/// moved on meanwhile (a later snapshot, or its name, CPTS or freshness rule changed), the
+/// source is reloaded from the database instead: the index never shows an older state.
+pub fn install_first(
+    conn: &mut DbConn,
+    settings: &Settings,
+    index: &SlotIndex,
+    seq: i64,
+    first: FirstSnapshot,
+    now: i64,
+) -> Result<(), StoreError> {
+    let _one_at_a_time = index.reload_guard();
+    let source_id = first.meta.id;
+    let row = crate::store::sources::get(conn, source_id)?;
+    let current = source_meta(&row, settings);
+    let meta = first.meta;
+    if row.snapshot_seq != seq
+        || current.cpts_id != meta.cpts_id
+        || current.name != meta.name
+        || current.stale_after_s != meta.stale_after_s
+    {
+        return reload_source(conn, settings, index, source_id, now);
+    }
+    meta.last_success_at.store(
+        current
+            .last_success_at
+            .load(std::sync::atomic::Ordering::Relaxed),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    index.replace_source(meta, first.entries);
     Ok(())
 }

@@ -88,18 +88,19 @@ pub async fn apply(
             return Err(e.into());
         }
     };
-    let (source_id, cpts_id) = (source.id, source.cpts_id.clone());
+    let source_id = source.id;
+    let source_row = source.clone();
     let summary = crate::metrics::IngestSummary::of(&outcome.report);
     let st = state.clone();
     let stored = state
         .db
         .run_long(move |c| {
             let final_report = std::cell::RefCell::new(Value::Null);
-            let t = std::time::Instant::now();
-            let written = crate::store::slots::replace_snapshot(
+            let (_, phases) = store_snapshot(
                 c,
-                source_id,
-                &cpts_id,
+                &st.settings,
+                &st.index,
+                &source_row,
                 &outcome.feed,
                 &outcome.removed_ids,
                 now,
@@ -110,25 +111,13 @@ pub async fn apply(
                     text
                 },
             )?;
-            let store_time = t.elapsed();
-            // The database committed: now the index (readers switch to the new snapshot at once).
-            let t = std::time::Instant::now();
-            crate::index::load::reload_source_from_feed(
-                c,
-                &st.settings,
-                &st.index,
-                source_id,
-                at,
-                written.seq,
-                &outcome.feed,
-                &written.ids,
-            )?;
             tracing::info!(
                 source_id,
                 slots = outcome.feed.slots.len(),
                 parse_ms = parse_time.as_millis() as u64,
-                store_ms = store_time.as_millis() as u64,
-                index_ms = t.elapsed().as_millis() as u64,
+                store_ms = phases.store.as_millis() as u64,
+                index_ms = phases.index.as_millis() as u64,
+                index_beside_store = phases.beside,
                 "feed applied"
             );
             Ok(final_report.into_inner())
@@ -150,4 +139,69 @@ pub async fn apply(
         ),
     }
     Ok(stored?)
+}
+
+/// How long [`store_snapshot`]'s phases took.
+#[derive(Debug, Clone, Copy)]
+pub struct Phases {
+    /// The write transaction, commit included.
+    pub store: std::time::Duration,
+    /// The index refresh after the commit.
+    pub index: std::time::Duration,
+    /// Whether the index entries were built during the write (a source's first snapshot).
+    pub beside: bool,
+}
+
+/// Stores `feed` as the new snapshot of `source` (one transaction), then refreshes the index.
+/// On a source's first snapshot the index entries are built on another core while the rows
+/// are written (every row id is known before they go in), and only put in place after the
+/// commit; otherwise the index is built from the feed and what the store read back.
+#[allow(clippy::too_many_arguments)]
+pub fn store_snapshot(
+    conn: &mut crate::store::DbConn,
+    settings: &crate::config::Settings,
+    index: &crate::index::SlotIndex,
+    source: &SourceRow,
+    feed: &crate::domain::slot::NormalizedFeed,
+    deleted: &[String],
+    now: chrono::DateTime<chrono::Utc>,
+    report: &dyn Fn(&SnapshotOutcome) -> String,
+) -> Result<(SnapshotOutcome, Phases), StoreError> {
+    let at = now.timestamp();
+    let t = std::time::Instant::now();
+    let (written, first) = crate::store::slots::replace_snapshot_beside(
+        conn,
+        source.id,
+        &source.cpts_id,
+        feed,
+        deleted,
+        now,
+        report,
+        &|ids| crate::index::load::prepare_first(settings, source, feed, ids, at),
+    )?;
+    let store = t.elapsed();
+    // The database committed: now the index (readers switch to the new snapshot at once).
+    let t = std::time::Instant::now();
+    let beside = first.is_some();
+    match first {
+        Some(first) => {
+            crate::index::load::install_first(conn, settings, index, written.seq, first, at)?
+        }
+        None => crate::index::load::reload_source_from_feed(
+            conn,
+            settings,
+            index,
+            source.id,
+            at,
+            written.seq,
+            feed,
+            &written.ids,
+        )?,
+    }
+    let phases = Phases {
+        store,
+        index: t.elapsed(),
+        beside,
+    };
+    Ok((written, phases))
 }
