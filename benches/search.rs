@@ -306,6 +306,50 @@ fn percentiles(
     )
 }
 
+/// Prints the `n` slowest queries (best of 3 runs each) with what they asked for
+/// (`SASNP_BENCH_SLOWEST=n`), to see what the tail is made of.
+fn slowest(index: &SlotIndex, qs: &[Query], n: usize) {
+    let snap = index.load();
+    let mut timed: Vec<(Duration, usize)> = qs
+        .iter()
+        .enumerate()
+        .map(|(i, q)| {
+            let best = (0..3)
+                .map(|_| {
+                    let t = Instant::now();
+                    std::hint::black_box(search(&snap, index, q));
+                    t.elapsed()
+                })
+                .min()
+                .unwrap();
+            (best, i)
+        })
+        .collect();
+    timed.sort();
+    let p99 = timed[timed.len() * 99 / 100].0;
+    println!(
+        "best-of-3 p50 {:.2?} p99 {p99:.2?}",
+        timed[timed.len() / 2].0
+    );
+    for &(t, i) in timed.iter().rev().take(n) {
+        let q = &qs[i];
+        let found = search(&snap, index, q);
+        println!(
+            "{t:>9.2?} #{i:<5} {:?} {}-{}h prof {:?} spec {:?} mod {:?} base {} km steps {} radius {} km hits {}",
+            q.order,
+            (q.from - NOW) / 3600,
+            (q.to - NOW) / 3600,
+            q.profession,
+            q.specialty,
+            q.modalities,
+            q.radius.base_m / 1000.0,
+            found.steps,
+            found.radius_m / 1000.0,
+            found.hits.len()
+        );
+    }
+}
+
 fn main() {
     let geo = Geography::load(&Geography::default_dir()).expect("geodata");
     let sizes: Vec<usize> = std::env::var("SASNP_BENCH_SIZES")
@@ -335,6 +379,12 @@ fn main() {
             })
         });
         group.finish();
+        if let Some(n_slow) = std::env::var("SASNP_BENCH_SLOWEST")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+        {
+            slowest(&index, &qs, n_slow);
+        }
         for (label, keep) in [
             ("all", (|_: &Query| true) as fn(&Query) -> bool),
             ("distance", |q: &Query| q.order == Order::Distance),
