@@ -5,7 +5,8 @@
 # warm-up requests, switches instrumentation on, sends N keep-alive requests one at a time over
 # 500 patient points, and prints instructions per request.
 #   bash benches/http/callgrind.sh            (N=2000 SLOTS=100000 to change)
-# Installs valgrind when missing. Keeps its files in a temporary directory.
+# Installs valgrind when missing. Keeps its files in a temporary directory; with KEEP=dir the
+# callgrind outputs are copied there (for callgrind_annotate).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${N:-2000}
@@ -66,4 +67,5 @@ for path in /health /v1/search; do
   kill -INT "$PID"; wait "$PID" 2>/dev/null || true; PID=
   TOTAL=$(callgrind_annotate "$OUT" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
   echo "$path: $((TOTAL / N)) instructions per request ($N requests)"
+  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP"; cp "$OUT" "$KEEP/"; fi
 done
