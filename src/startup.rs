@@ -80,7 +80,6 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(http::metrics::HttpMetrics(metrics.clone()))
-                .wrap(tracing_actix_web::TracingLogger::default())
                 .app_data(data.clone())
                 .configure(http::configure)
         })

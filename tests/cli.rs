@@ -107,6 +107,67 @@ fn serve_in_an_empty_directory_with_no_config() {
     assert_eq!(res.status(), 200, "the CLI token works against the server");
 }
 
+/// The access log: one line per request at the default level, with method, path, status and
+/// duration, and never the query string (a search's holds where the patient is).
+#[test]
+fn one_access_log_line_per_request_without_the_query_string() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("stderr.log");
+    let port = free_port();
+    let child = sasnp(dir.path())
+        .env_remove("RUST_LOG")
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let guard = Killed(child);
+    let client = reqwest::blocking::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while client
+        .get(format!("http://127.0.0.1:{port}/ready"))
+        .send()
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "sasnp did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let at = client
+        .get(format!(
+            "http://127.0.0.1:{port}/v1/territories/at?lat=47.2184&lon=-1.5536"
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(at.status(), 200);
+    let search = client
+        .get(format!(
+            "http://127.0.0.1:{port}/v1/search?lat=47.2184&lon=-1.5536"
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(search.status(), 401);
+    drop(guard);
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("sasnp::access"))
+        .collect();
+    let of = |path: &str| {
+        lines
+            .iter()
+            .filter(|l| l.contains(&format!("path={path} ")))
+            .count()
+    };
+    assert_eq!(of("/v1/territories/at"), 1, "{log}");
+    assert_eq!(of("/v1/search"), 1, "{log}");
+    assert!(lines.iter().all(|l| l.contains("method=GET ")), "{log}");
+    assert!(lines.iter().any(|l| l.contains("status=401")), "{log}");
+    assert!(
+        !log.contains("47.2184"),
+        "the patient's position is logged: {log}"
+    );
+}
+
 #[test]
 fn migrate_and_config_mask_secrets() {
     let dir = tempfile::tempdir().unwrap();

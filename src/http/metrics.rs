@@ -138,12 +138,14 @@ where
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let start = Instant::now();
         let method = method_label(req.method());
+        let path = tracing::enabled!(target: "sasnp::access", tracing::Level::INFO)
+            .then(|| req.path().to_owned());
         let metrics = self.metrics.clone();
         let fut = self.service.call(req);
         Box::pin(async move {
             let res = fut.await;
             let elapsed = start.elapsed();
-            match &res {
+            let status = match &res {
                 Ok(r) => {
                     let route = r.request().match_pattern();
                     metrics.http_request(
@@ -152,14 +154,23 @@ where
                         r.status(),
                         elapsed,
                     );
+                    r.status()
                 }
-                Err(e) => metrics.http_request(
-                    method,
-                    UNMATCHED,
-                    e.as_response_error().status_code(),
-                    elapsed,
-                ),
-            }
+                Err(e) => {
+                    let status = e.as_response_error().status_code();
+                    metrics.http_request(method, UNMATCHED, status, elapsed);
+                    status
+                }
+            };
+            // The access log: one line per request. The path only — a search's query string
+            // holds where the patient is, and stays out of the logs.
+            tracing::info!(
+                target: "sasnp::access",
+                %method,
+                path = %path.as_deref().unwrap_or_default(),
+                status = status.as_u16(),
+                us = elapsed.as_micros() as u64,
+            );
             res
         })
     }
