@@ -12,8 +12,11 @@ cd "$(dirname "$0")/../.."
 N=${N:-2000}
 SLOTS=${SLOTS:-100000}
 command -v valgrind >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; }
-cargo build --release --all-features --bin sasnp >&2
-BIN=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys;print(json.load(sys.stdin)["target_directory"])')/release/sasnp
+# BIN=path measures an already built binary (e.g. the one before a change, kept aside).
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --all-features --bin sasnp >&2
+  BIN=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys;print(json.load(sys.stdin)["target_directory"])')/release/sasnp
+fi
 W=$(mktemp -d /tmp/sasnp-callgrind.XXXXXX)
 PID=
 cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null || true; rm -rf "$W"; }

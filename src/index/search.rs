@@ -320,7 +320,7 @@ fn nearest_hits<'s>(
     limit: usize,
     per_place: usize,
 ) -> Vec<Hit<'s>> {
-    let mut hits = Vec::new();
+    let mut hits = Vec::with_capacity(2 * limit);
     if filter.impossible {
         return hits;
     }
@@ -365,7 +365,7 @@ fn soonest_within<'s>(
     let origin = super::to_xyz(q.origin);
     let max_c2 = super::m_to_chord2(radius_m);
     let mut pos = snap.by_start.partition_point(|e| e.start < filter.from);
-    let mut hits: Vec<Hit> = Vec::new();
+    let mut hits: Vec<Hit> = Vec::with_capacity(limit);
     let mut work = 0;
     while let Some(first) = snap.by_start.get(pos) {
         let at = first.start;

@@ -84,7 +84,9 @@ impl PlaceTree {
             origin,
             max_c2,
             admits,
-            heap: BinaryHeap::new(),
+            // A walk keeps a few dozen entries queued: room for them from the start instead
+            // of growing the heap step by step on every search.
+            heap: BinaryHeap::with_capacity(HEAP_START),
         };
         if let Some(top) = self.levels.len().checked_sub(1) {
             it.push_nodes(top, 0..self.levels[top].len());
@@ -138,6 +140,9 @@ impl Ord for Entry {
             .then(other.level.cmp(&self.level))
     }
 }
+
+/// Entries a walk's queue has room for at its start (16 bytes each).
+const HEAP_START: usize = 128;
 
 /// Best-first walk of a [`PlaceTree`] (see [`PlaceTree::nearest`]).
 pub(crate) struct Nearest<'a, F> {
