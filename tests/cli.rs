@@ -29,6 +29,28 @@ impl Drop for Killed {
     }
 }
 
+/// Runs `sasnp serve` on a free port (stderr to `stderr`) and waits for `/ready`: the running
+/// server, its port and the first `/ready` answer.
+fn serve(mut cmd: Command, stderr: Stdio) -> (Killed, u16, reqwest::blocking::Response) {
+    let port = free_port();
+    let child = cmd
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let guard = Killed(child);
+    let client = reqwest::blocking::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/ready")).send() {
+            return (guard, port, r);
+        }
+        assert!(Instant::now() < deadline, "sasnp did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn serve_in_an_empty_directory_with_no_config() {
     let dir = tempfile::tempdir().unwrap();
@@ -71,22 +93,8 @@ fn serve_in_an_empty_directory_with_no_config() {
         .unwrap();
     assert!(!out.status.success());
 
-    let port = free_port();
-    let child = sasnp(dir.path())
-        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _guard = Killed(child);
+    let (_guard, port, ready) = serve(sasnp(dir.path()), Stdio::inherit());
     let client = reqwest::blocking::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let ready = loop {
-        if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/ready")).send() {
-            break r;
-        }
-        assert!(Instant::now() < deadline, "sasnp did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    };
     assert_eq!(ready.status(), 200);
     let body: serde_json::Value = ready.json().unwrap();
     assert_eq!(body["communes"], 1228);
@@ -113,25 +121,11 @@ fn serve_in_an_empty_directory_with_no_config() {
 fn one_access_log_line_per_request_without_the_query_string() {
     let dir = tempfile::tempdir().unwrap();
     let log_path = dir.path().join("stderr.log");
-    let port = free_port();
-    let child = sasnp(dir.path())
-        .env_remove("RUST_LOG")
-        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
-    let guard = Killed(child);
+    let mut cmd = sasnp(dir.path());
+    cmd.env_remove("RUST_LOG");
+    let stderr = Stdio::from(std::fs::File::create(&log_path).unwrap());
+    let (guard, port, _) = serve(cmd, stderr);
     let client = reqwest::blocking::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while client
-        .get(format!("http://127.0.0.1:{port}/ready"))
-        .send()
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "sasnp did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
     let at = client
         .get(format!(
             "http://127.0.0.1:{port}/v1/territories/at?lat=47.2184&lon=-1.5536"

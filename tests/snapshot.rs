@@ -85,6 +85,26 @@ fn feed(now: chrono::DateTime<chrono::Utc>, n: usize) -> NormalizedFeed {
     NormalizedFeed { places, slots }
 }
 
+/// Stores `feed` as the new snapshot of `source` and refreshes the index, as a `PUT` does.
+fn store_as_put(
+    c: &mut sasnp::store::DbConn,
+    st: &sasnp::http::AppState,
+    source: i64,
+    feed: &NormalizedFeed,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<
+    (
+        sasnp::store::slots::SnapshotOutcome,
+        sasnp::ingest::apply::Phases,
+    ),
+    sasnp::store::StoreError,
+> {
+    let row = sasnp::store::sources::get(c, source)?;
+    sasnp::ingest::apply::store_snapshot(c, &st.settings, &st.index, &row, feed, &[], now, &|_| {
+        "{}".into()
+    })
+}
+
 /// A comparable rendering of one source's index entries.
 fn entries(index: &SlotIndex, source: i64) -> Vec<String> {
     let snap = index.load();
@@ -125,19 +145,9 @@ async fn texts_survive_the_bulk_write_and_the_index_from_the_feed_equals_a_reloa
         let (outcome, rows) = state
             .db
             .run_long(move |c| {
-                let row = sasnp::store::sources::get(c, source)?;
                 // As a `PUT` applies it: the first round builds the index entries beside the
                 // write, the second from the feed and what the store read back.
-                let (o, phases) = sasnp::ingest::apply::store_snapshot(
-                    c,
-                    &st.settings,
-                    &st.index,
-                    &row,
-                    &f,
-                    &[],
-                    now,
-                    &|_| "{}".into(),
-                )?;
+                let (o, phases) = store_as_put(c, &st, source, &f, now)?;
                 assert_eq!(phases.beside, round == 0, "round {round}");
                 let rows = sasnp::store::slots::load_for_index(c, Some(source), now.timestamp())?;
                 Ok((o, rows))
@@ -224,16 +234,7 @@ async fn entries_built_beside_a_snapshot_that_is_no_longer_the_latest_are_not_in
             let row = sasnp::store::sources::get(c, source)?;
             // Snapshot 1 (12 slots) is written; entries for an older state (40 slots, ids
             // as the store would give them) are then offered with its predecessor's `seq`.
-            let (o, _) = sasnp::ingest::apply::store_snapshot(
-                c,
-                &st.settings,
-                &st.index,
-                &row,
-                &feed(now, 12),
-                &[],
-                now,
-                &|_| "{}".into(),
-            )?;
+            let (o, _) = store_as_put(c, &st, source, &feed(now, 12), now)?;
             let old_feed = feed(now, 40);
             let ids = sasnp::store::slots::WrittenIds {
                 places: o.ids.places.clone(),

@@ -101,7 +101,9 @@ struct NewSlot<'a> {
 }
 
 /// The same columns with the row id, written straight into `slots` when the source has no
-/// rows yet (see [`write_fresh`]).
+/// rows yet (see [`write_fresh`]). A copy of [`NewSlot`]'s fields on purpose: an `id` plus an
+/// embedded `NewSlot` (diesel's `#[diesel(embed)]`) does not compile with `COPY`
+/// (`diesel::copy_from(..).from_insertable` takes flat insertables only; tried on diesel 2.3).
 #[derive(diesel::Insertable)]
 #[diesel(table_name = slots, treat_none_as_default_value = false)]
 struct FreshSlot<'a> {
@@ -471,7 +473,7 @@ pub fn replace_snapshot(
 /// [`replace_snapshot`], running `beside` on another thread while the slot rows are written
 /// when the source has none yet (its first snapshot: every id is known before the rows go in).
 /// `beside` gets the ids the snapshot writes; what it returns comes back with the outcome
-/// (`None` when the source had rows, or when the transaction failed after it ran).
+/// (`None` when the source had rows: nothing ran beside).
 #[allow(clippy::too_many_arguments)]
 pub fn replace_snapshot_beside<T: Send>(
     conn: &mut DbConn,
