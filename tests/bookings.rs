@@ -94,6 +94,42 @@ async fn a_held_slot_vanishes_for_everyone_and_a_second_hold_conflicts() {
     assert_eq!(hold(&app, &op2, 999_999).await.0, 404);
 }
 
+/// Another connection that keeps the database's write lock (as a long snapshot write does)
+/// until dropped: SQLite's `BEGIN IMMEDIATE`; on PostgreSQL, `holds` locked against writers.
+fn hold_the_write_lock(db_url: &str) -> Box<dyn std::any::Any> {
+    use diesel::connection::SimpleConnection;
+    use diesel::prelude::*;
+    #[cfg(feature = "postgres")]
+    if db_url.starts_with("postgres") {
+        let mut c = diesel::PgConnection::establish(db_url).unwrap();
+        c.batch_execute("BEGIN; LOCK TABLE holds IN EXCLUSIVE MODE")
+            .unwrap();
+        return Box::new(c);
+    }
+    let path = db_url.strip_prefix("sqlite://").unwrap_or(db_url);
+    let mut c = diesel::SqliteConnection::establish(path).unwrap();
+    c.batch_execute("BEGIN IMMEDIATE").unwrap();
+    Box::new(c)
+}
+
+#[tokio::test]
+async fn an_expiry_round_with_no_lapsed_hold_does_not_wait_for_a_writer() {
+    let (app, _, _, op1) = setup(&two_slots()).await;
+    let a = app.slot_id_near_nantes(&op1, "a").await;
+    assert_eq!(hold(&app, &op1, a).await.0, 201);
+    let writer = hold_the_write_lock(&app.db_url);
+    // nothing has lapsed: the round answers from a read, while the writer keeps its lock
+    // (it used to open a write transaction first and fail with "database is locked")
+    let round = sasnp::tasks::expire_holds_once(&app.state).await;
+    assert!(matches!(&round, Ok(v) if v.is_empty()), "{round:?}");
+    drop(writer);
+    // once lapsed, the next round expires it
+    app.clock.advance(chrono::Duration::seconds(301));
+    let expired = sasnp::tasks::expire_holds_once(&app.state).await.unwrap();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].1, a);
+}
+
 #[tokio::test]
 async fn an_expired_hold_frees_the_slot_and_cannot_be_confirmed() {
     let (app, _, _, op1) = setup(&two_slots()).await;

@@ -486,6 +486,16 @@ pub fn list_appointments(
 /// Marks lapsed holds expired and clears them from their slots. Returns `(hold id, slot id,
 /// account id)` of each hold that expired now.
 pub fn expire_holds(conn: &mut DbConn, now: i64) -> Result<Vec<(String, i64, i64)>, StoreError> {
+    // Most rounds find nothing: ask first with a plain read, which on SQLite does not wait for
+    // the write lock (a snapshot may hold it for many seconds), and only then write.
+    let lapsed = holds::table
+        .filter(holds::status.eq("active"))
+        .filter(holds::expires_at.le(now));
+    let any: bool = db_run!(&mut *conn, |c| diesel::select(diesel::dsl::exists(lapsed))
+        .get_result(c))?;
+    if !any {
+        return Ok(Vec::new());
+    }
     write_tx(conn, |conn| {
         let lapsed: Vec<(String, i64, i64)> = db_run!(&mut *conn, |c| holds::table
             .filter(holds::status.eq("active"))
