@@ -253,10 +253,12 @@ pub(crate) struct SlotKey {
 pub(crate) struct TimeKey {
     pub start: i64,
     /// The place's unit-sphere point, rounded (to pass by far places without looking their
-    /// point up: see `search::Reach32`); the slot's id is looked up only for a match.
+    /// point up: see `search::Reach32`).
     pub xyz: [f32; 3],
     pub place: u32,
-    pub slot: u32,
+    /// The slot's key in [`Snapshot::keys`] (its id and index in the place's `slots`, looked
+    /// up for a match only).
+    pub key: u32,
     pub attrs: Attrs,
 }
 
@@ -439,19 +441,17 @@ impl Snapshot {
             .iter()
             .enumerate()
             .flat_map(|(pi, h)| {
-                let at = xyz[pi].map(|v| v as f32);
-                keys[h.first as usize..h.end as usize]
-                    .iter()
-                    .map(move |k| TimeKey {
-                        start: k.start,
-                        xyz: at,
-                        place: pi as u32,
-                        slot: k.slot,
-                        attrs: k.attrs,
-                    })
+                let (at, keys) = (xyz[pi].map(|v| v as f32), &keys);
+                (h.first..h.end).map(move |key| TimeKey {
+                    start: keys[key as usize].start,
+                    xyz: at,
+                    place: pi as u32,
+                    key,
+                    attrs: keys[key as usize].attrs,
+                })
             })
             .collect();
-        by_start.sort_unstable_by_key(|k| (k.start, k.place, k.slot));
+        by_start.sort_unstable_by_key(|k| (k.start, k.place, k.key));
         let mut counts = vec![0usize; CLASSES];
         for k in &keys {
             counts[usize::from(k.attrs.class())] += 1;
@@ -468,7 +468,7 @@ impl Snapshot {
             .filter(|k| is_rare(k.attrs.class()))
             .copied()
             .collect();
-        by_class.sort_unstable_by_key(|k| (k.start, k.attrs.class(), k.place, k.slot));
+        by_class.sort_unstable_by_key(|k| (k.start, k.attrs.class(), k.place, k.key));
         Snapshot {
             tree: tree::PlaceTree::new(&xyz, &summaries),
             xyz,

@@ -521,11 +521,13 @@ fn soonest_within<'s>(
             let (nearest, farther) = rest.split_at_mut(k);
             for &mut (c2, e) in nearest {
                 let place = &snap.places[e.place as usize];
-                let slot = &place.slots[e.slot as usize];
-                if filter.matches(q, e.attrs, || slot) && !index.is_taken(slot.id, q.now) {
+                let key = &snap.keys[e.key as usize];
+                if filter.matches(q, e.attrs, || &place.slots[key.slot as usize])
+                    && !index.is_taken(key.id, q.now)
+                {
                     hits.push(Hit {
                         place,
-                        slot: e.slot as usize,
+                        slot: key.slot as usize,
                         distance_m: super::chord2_to_m(c2),
                     });
                     kept += 1;
@@ -632,12 +634,13 @@ fn nearest_starting_at<'s>(
                     continue;
                 }
                 let place = &snap.places[pi];
-                if when.matches(q, e.attrs, || &place.slots[e.slot as usize])
-                    && !index.is_taken(place.slots[e.slot as usize].id, q.now)
+                let key = &snap.keys[e.key as usize];
+                if when.matches(q, e.attrs, || &place.slots[key.slot as usize])
+                    && !index.is_taken(key.id, q.now)
                 {
                     let hit = Hit {
                         place,
-                        slot: e.slot as usize,
+                        slot: key.slot as usize,
                         distance_m: super::chord2_to_m(c2),
                     };
                     found.push((c2, hit));
@@ -1218,7 +1221,7 @@ mod tests {
                         start: 0,
                         xyz: [0.0; 3],
                         place,
-                        slot: 0,
+                        key: 0,
                         attrs: Attrs(0),
                     }
                 })
