@@ -331,6 +331,35 @@ fn slowest(index: &SlotIndex, qs: &[Query], n: usize) {
         "best-of-3 p50 {:.2?} p99 {p99:.2?}",
         timed[timed.len() / 2].0
     );
+    // the same per kind of query (a soonest query for a profession's home visits is the
+    // sparse case: few matching slots at each instant)
+    for (label, keep) in [
+        (
+            "distance",
+            (|q: &Query| q.order == Order::Distance) as fn(&Query) -> bool,
+        ),
+        ("soonest", |q: &Query| q.order == Order::Soonest),
+        ("soonest, profession + home visits", |q: &Query| {
+            q.order == Order::Soonest && q.profession.is_some() && !q.modalities.is_empty()
+        }),
+        ("soonest, other", |q: &Query| {
+            q.order == Order::Soonest && (q.profession.is_none() || q.modalities.is_empty())
+        }),
+    ] {
+        let kept: Vec<Duration> = timed
+            .iter()
+            .filter(|(_, i)| keep(&qs[*i]))
+            .map(|(t, _)| *t)
+            .collect();
+        let p = |x: f64| kept[((kept.len() as f64 * x) as usize).min(kept.len() - 1)];
+        println!(
+            "best-of-3 {label} ({}): p50 {:.2?} p99 {:.2?} max {:.2?}",
+            kept.len(),
+            p(0.5),
+            p(0.99),
+            kept[kept.len() - 1]
+        );
+    }
     for &(t, i) in timed.iter().rev().take(n) {
         let q = &qs[i];
         let found = search(&snap, index, q);

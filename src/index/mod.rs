@@ -184,6 +184,12 @@ impl CodeBits {
     }
 }
 
+/// Number of [`Attrs::class`] values (modality bit 0–2, shifted by 8, and a profession id).
+const CLASSES: usize = 8 << 8;
+
+/// A class with at most 1/`RARE_SHARE` of the keys is rare (see [`Snapshot::by_class`]).
+const RARE_SHARE: usize = 16;
+
 /// What a search filters a slot on, packed: bits 0–2 the modality (`1 << modality as u8`),
 /// bits 3–4 surnuméraire (bit 3: not, bit 4: is), bits 8–15 the profession's code id, bits
 /// 16–23 the specialty's ([`CodeBits`]; 0 when none).
@@ -213,6 +219,11 @@ impl Attrs {
     pub(crate) fn specialty(self) -> u8 {
         (self.0 >> 16) as u8
     }
+    /// The modality and profession, by which [`Snapshot::by_class`] orders the keys of an
+    /// instant.
+    pub(crate) fn class(self) -> u16 {
+        u16::from(self.modalities()) << 8 | u16::from(self.profession())
+    }
 }
 
 /// The bit of a (code id, modality) pair in [`PlaceSummary::profession_modes`] and
@@ -241,10 +252,13 @@ pub(crate) struct SlotKey {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TimeKey {
     pub start: i64,
-    /// The slot's id (for the operator-state overlay).
-    pub id: i64,
+    /// The place's unit-sphere point, rounded (to pass by far places without looking their
+    /// point up: see `search::Reach32`).
+    pub xyz: [f32; 3],
     pub place: u32,
-    pub slot: u32,
+    /// The slot's key in [`Snapshot::keys`] (its id and index in the place's `slots`, looked
+    /// up for a match only).
+    pub key: u32,
     pub attrs: Attrs,
 }
 
@@ -354,6 +368,12 @@ pub struct Snapshot {
     pub(crate) xyz: Vec<[f64; 3]>,
     /// Every key by start, for "soonest" queries.
     pub(crate) by_start: Vec<TimeKey>,
+    /// The keys of the rare [`Attrs::class`]es (at most 1/[`RARE_SHARE`] of the keys each)
+    /// by start, class, then place: a query for a rare class (home visits by a médecin) finds
+    /// its few keys of an instant side by side instead of looking them up among all.
+    pub(crate) by_class: Vec<TimeKey>,
+    /// Bit per rare class ([`Snapshot::is_rare`]).
+    rare: [u64; CLASSES / 64],
     pub sources: HashMap<i64, Arc<SourceMeta>>,
     /// The distinct sources of `places` ([`PlaceHead::source`]).
     pub(crate) source_list: Vec<Arc<SourceMeta>>,
@@ -421,22 +441,40 @@ impl Snapshot {
             .iter()
             .enumerate()
             .flat_map(|(pi, h)| {
-                keys[h.first as usize..h.end as usize]
-                    .iter()
-                    .map(move |k| TimeKey {
-                        start: k.start,
-                        id: k.id,
-                        place: pi as u32,
-                        slot: k.slot,
-                        attrs: k.attrs,
-                    })
+                let (at, keys) = (xyz[pi].map(|v| v as f32), &keys);
+                (h.first..h.end).map(move |key| TimeKey {
+                    start: keys[key as usize].start,
+                    xyz: at,
+                    place: pi as u32,
+                    key,
+                    attrs: keys[key as usize].attrs,
+                })
             })
             .collect();
-        by_start.sort_unstable_by_key(|k| (k.start, k.place, k.slot));
+        by_start.sort_unstable_by_key(|k| (k.start, k.place, k.key));
+        let mut counts = vec![0usize; CLASSES];
+        for k in &keys {
+            counts[usize::from(k.attrs.class())] += 1;
+        }
+        let mut rare = [0u64; CLASSES / 64];
+        for (class, n) in counts.iter().enumerate() {
+            if n * RARE_SHARE <= keys.len() {
+                rare[class / 64] |= 1 << (class % 64);
+            }
+        }
+        let is_rare = |class: u16| rare[usize::from(class) / 64] & 1 << (class % 64) != 0;
+        let mut by_class: Vec<TimeKey> = by_start
+            .iter()
+            .filter(|k| is_rare(k.attrs.class()))
+            .copied()
+            .collect();
+        by_class.sort_unstable_by_key(|k| (k.start, k.attrs.class(), k.place, k.key));
         Snapshot {
             tree: tree::PlaceTree::new(&xyz, &summaries),
             xyz,
             by_start,
+            by_class,
+            rare,
             places,
             sources,
             source_list,
@@ -498,6 +536,11 @@ impl Snapshot {
     /// Whether the source of place `pi` may be offered at `now`.
     pub(crate) fn is_fresh(&self, pi: usize, now: i64) -> bool {
         self.source_list[self.heads[pi].source as usize].is_fresh(now)
+    }
+
+    /// Whether the keys of `class` ([`Attrs::class`]) are in [`Snapshot::by_class`].
+    pub(crate) fn is_rare(&self, class: u16) -> bool {
+        usize::from(class) < CLASSES && self.rare[usize::from(class) / 64] & 1 << (class % 64) != 0
     }
 
     /// The keys of place `pi`, by start.

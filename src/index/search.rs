@@ -154,6 +154,9 @@ pub(crate) struct PlaceFilter {
     /// [`hour_mask`] of `[from, to)` and its origin.
     hours: u64,
     time_base: i64,
+    /// A profession is named and its classes of the wanted modalities are rare: their keys
+    /// are in [`Snapshot::by_class`].
+    rare: bool,
 }
 
 impl PlaceFilter {
@@ -197,6 +200,10 @@ impl PlaceFilter {
                 && snap.source_list.iter().all(|s| s.is_fresh(q.now)),
             hours: hour_mask(snap.time_base, from, q.to),
             time_base: snap.time_base,
+            rare: profession_id != 0
+                && (0..3u16).all(|m| {
+                    modalities & 1 << m == 0 || snap.is_rare(1 << m << 8 | u16::from(profession_id))
+                }),
         }
     }
 
@@ -211,15 +218,20 @@ impl PlaceFilter {
     }
 
     fn admits(&self, p: &PlaceSummary) -> bool {
+        self.admits_before(p, self.to, self.hours)
+    }
+
+    /// [`Self::admits`] with starts before `to` instead of [`Self::to`] (`hours` its mask).
+    fn admits_before(&self, p: &PlaceSummary, to: i64, hours: u64) -> bool {
         p.modalities & self.modalities != 0
             && p.surnumeraire & self.surnumeraire != 0
             && (self.profession == 0 || p.professions & self.profession != 0)
             && (self.specialty == 0 || p.specialties & self.specialty != 0)
             && (self.profession_modes == 0 || p.profession_modes & self.profession_modes != 0)
             && (self.specialty_modes == 0 || p.specialty_modes & self.specialty_modes != 0)
-            && p.first_start < self.to
+            && p.first_start < to
             && p.last_start >= self.from
-            && (0..3).any(|m| self.modalities & 1 << m != 0 && p.hours[m] & self.hours != 0)
+            && (0..3).any(|m| self.modalities & 1 << m != 0 && p.hours[m] & hours != 0)
     }
 
     /// Whether a slot with these attributes matches (with [`Self::exact`]; otherwise it may).
@@ -228,6 +240,24 @@ impl PlaceFilter {
             && a.surnumeraire() & self.surnumeraire != 0
             && (self.profession_id == 0 || a.profession() == self.profession_id)
             && (self.specialty_id == 0 || a.specialty() == self.specialty_id)
+    }
+
+    /// Sets `parts` to the keys of `group` (the keys of [`Snapshot::by_class`] starting at one
+    /// instant) of this filter's classes ([`Self::rare`]): one slice per wanted modality, each
+    /// sorted by place.
+    fn classes_of<'g>(&self, group: &'g [TimeKey], parts: &mut Vec<&'g [TimeKey]>) {
+        parts.clear();
+        for m in 0..3u16 {
+            if self.modalities & 1 << m == 0 {
+                continue;
+            }
+            let class = 1 << m << 8 | u16::from(self.profession_id);
+            let a = group.partition_point(|e| e.attrs.class() < class);
+            let b = a + group[a..].partition_point(|e| e.attrs.class() == class);
+            if b > a {
+                parts.push(&group[a..b]);
+            }
+        }
     }
 
     /// Whether the source of place `pi` may be offered.
@@ -241,15 +271,23 @@ impl PlaceFilter {
     }
 }
 
-/// How many entries of the time index a `soonest` query may scan before it falls back to
-/// visiting every place within the radius (dense time ranges far from the patient).
+/// How much of the time index (entries, and [`BLOCK_WORK`] per block looked up) a `soonest`
+/// query may examine before it visits the places within the radius instead
+/// ([`soonest_by_places`]; dense time ranges far from the patient).
 pub const SOONEST_SCAN_CAP: usize = 100_000;
+
+/// Instants at which the time scan looked up every block within the radius and still lacks
+/// slots after which it visits the places instead, when at the rate found so far more than as
+/// many instants again would be needed (a sparse filter: one or no slot per instant near the
+/// patient).
+const SPARSE_INSTANTS: usize = 2;
 
 /// Runs `q` on `snap`, skipping slots `index` knows to be held or booked.
 ///
 /// The radius is always decided by distance: the smallest step that holds `limit` matching
 /// slots (or the cap). `distance` and `neutral` orders then take the nearest; `soonest` takes
-/// the earliest-starting within that radius, found by scanning slots in start order.
+/// the earliest-starting within that radius, found by scanning slots in start order, or, when
+/// that finds too few too slowly, by visiting the places within the radius.
 pub fn search<'s>(snap: &'s Snapshot, index: &SlotIndex, q: &Query) -> Found<'s> {
     let from = q.from.max(q.now + 1);
     let cap = q.radius.cap_m();
@@ -289,8 +327,16 @@ pub fn search<'s>(snap: &'s Snapshot, index: &SlotIndex, q: &Query) -> Found<'s>
             shuffle_buckets(&mut hits, q.seed);
         }
         Order::Soonest => {
-            hits = soonest_within(snap, index, q, &filter, radius_m, limit, TIE_SCAN_MAX)
-                .unwrap_or_else(|| all_within(snap, index, q, &filter, radius_m, limit));
+            hits = soonest(
+                snap,
+                index,
+                q,
+                &filter,
+                radius_m,
+                limit,
+                TIE_SCAN_MAX,
+                SOONEST_SCAN_CAP,
+            );
             hits.sort_by(|a, b| {
                 a.slot()
                     .start
@@ -345,11 +391,55 @@ fn nearest_hits<'s>(
 /// one; beyond, the nearest slots starting then are found place by place instead.
 const TIE_SCAN_MAX: usize = 256;
 
+/// The matching slots within `radius_m` that may be among the `limit` soonest (the caller
+/// sorts by start then distance and cuts): the time scan ([`soonest_within`]) up to `budget`,
+/// then the places within the radius ([`soonest_by_places`]) for the starts it did not reach.
+#[allow(clippy::too_many_arguments)]
+fn soonest<'s>(
+    snap: &'s Snapshot,
+    index: &SlotIndex,
+    q: &Query,
+    filter: &PlaceFilter,
+    radius_m: f64,
+    limit: usize,
+    tie_scan_max: usize,
+    budget: usize,
+) -> Vec<Hit<'s>> {
+    match soonest_within(
+        snap,
+        index,
+        q,
+        filter,
+        radius_m,
+        limit,
+        tie_scan_max,
+        budget,
+    ) {
+        Scan::Done(hits) => hits,
+        Scan::Unfinished { mut hits, next } => {
+            let want = limit - hits.len();
+            let rest = filter.within(next, filter.to);
+            soonest_by_places(snap, index, q, &rest, radius_m, want, &mut hits);
+            hits
+        }
+    }
+}
+
+/// What the time scan of [`soonest_within`] found.
+enum Scan<'s> {
+    /// Every matching slot that may be among the `limit` soonest (and maybe a few more).
+    Done(Vec<Hit<'s>>),
+    /// Over budget: every matching slot starting before `next` (fewer than `limit`); the
+    /// others start at `next` or later.
+    Unfinished { hits: Vec<Hit<'s>>, next: i64 },
+}
+
 /// The matching slots within `radius_m` that start before the `limit`-th earliest or with it
 /// (the caller sorts by start then distance and cuts), instant by instant in start order: the
 /// few slots starting at an instant are checked one by one, the many (more than
-/// `tie_scan_max`) looked up block by block nearest first ([`nearest_starting_at`]); `None`
-/// when more than [`SOONEST_SCAN_CAP`] entries would be examined.
+/// `tie_scan_max`) looked up block by block nearest first ([`nearest_starting_at`]); stops
+/// [`Scan::Unfinished`] at the instant where more than `budget` work would have been done.
+#[allow(clippy::too_many_arguments)]
 fn soonest_within<'s>(
     snap: &'s Snapshot,
     index: &SlotIndex,
@@ -358,31 +448,56 @@ fn soonest_within<'s>(
     radius_m: f64,
     limit: usize,
     tie_scan_max: usize,
-) -> Option<Vec<Hit<'s>>> {
+    budget: usize,
+) -> Scan<'s> {
     if filter.impossible {
-        return Some(Vec::new());
+        return Scan::Done(Vec::new());
     }
     let origin = super::to_xyz(q.origin);
     let max_c2 = super::m_to_chord2(radius_m);
-    let mut pos = snap.by_start.partition_point(|e| e.start < filter.from);
+    // the rare classes' own keys, split by class at each instant, or all keys by place
+    let keys = if filter.rare {
+        &snap.by_class
+    } else {
+        &snap.by_start
+    };
+    let mut pos = keys.partition_point(|e| e.start < filter.from);
     let mut hits: Vec<Hit> = Vec::with_capacity(limit);
     let mut work = 0;
-    while let Some(first) = snap.by_start.get(pos) {
+    let mut sparse = 0;
+    let reach = Reach32::new(origin, max_c2);
+    let (mut parts, mut many) = (Vec::new(), Vec::new());
+    let mut near: Vec<(f64, &TimeKey)> = Vec::new();
+    while let Some(first) = keys.get(pos) {
         let at = first.start;
         if at >= filter.to {
             break;
         }
-        let group = starting_at(&snap.by_start[pos..], at);
-        pos += group.len();
+        let group = starting_at(&keys[pos..], at);
         let want = limit - hits.len();
-        if group.len() > tie_scan_max {
-            let near =
-                nearest_starting_at(snap, index, q, filter, radius_m, group, want, &mut work);
-            hits.extend(near);
+        let before = hits.len();
+        // the entries of the wanted classes (a few, scanned one by one; many, looked up
+        // block by block)
+        if filter.rare && group.len() > tie_scan_max {
+            filter.classes_of(group, &mut parts);
         } else {
-            work += group.len();
-            for e in group {
-                if !filter.admits_slot(e.attrs) {
+            parts.clear();
+            parts.push(group);
+        }
+        many.clear();
+        near.clear();
+        for &part in &parts {
+            if part.len() > tie_scan_max {
+                many.push(part);
+                continue;
+            }
+            if work + part.len() > budget {
+                hits.truncate(before);
+                return Scan::Unfinished { hits, next: at };
+            }
+            work += part.len();
+            for e in part {
+                if !filter.admits_slot(e.attrs) || !reach.may_hold(e.xyz) {
                     continue;
                 }
                 let pi = e.place as usize;
@@ -390,29 +505,62 @@ fn soonest_within<'s>(
                 let c2 = (p[0] - origin[0]).powi(2)
                     + (p[1] - origin[1]).powi(2)
                     + (p[2] - origin[2]).powi(2);
-                if c2 > max_c2 || !filter.fresh(snap, pi, q.now) {
-                    continue;
-                }
-                let place = &snap.places[pi];
-                if filter.matches(q, e.attrs, || &place.slots[e.slot as usize])
-                    && !index.is_taken(e.id, q.now)
-                {
-                    hits.push(Hit {
-                        place,
-                        slot: e.slot as usize,
-                        distance_m: super::chord2_to_m(c2),
-                    });
+                if c2 <= max_c2 && filter.fresh(snap, pi, q.now) {
+                    near.push((c2, e));
                 }
             }
         }
-        if hits.len() >= limit {
-            return Some(hits);
+        // only the `want` nearest of them that match and are free can be kept
+        let mut rest = &mut near[..];
+        let mut kept = 0;
+        while kept < want && !rest.is_empty() {
+            let k = (want - kept).min(rest.len());
+            if k < rest.len() {
+                rest.select_nth_unstable_by(k - 1, |a, b| a.0.total_cmp(&b.0));
+            }
+            let (nearest, farther) = rest.split_at_mut(k);
+            for &mut (c2, e) in nearest {
+                let place = &snap.places[e.place as usize];
+                let key = &snap.keys[e.key as usize];
+                if filter.matches(q, e.attrs, || &place.slots[key.slot as usize])
+                    && !index.is_taken(key.id, q.now)
+                {
+                    hits.push(Hit {
+                        place,
+                        slot: key.slot as usize,
+                        distance_m: super::chord2_to_m(c2),
+                    });
+                    kept += 1;
+                }
+            }
+            rest = farther;
         }
-        if work >= SOONEST_SCAN_CAP {
-            return None;
+        if !many.is_empty() {
+            let near = nearest_starting_at(
+                snap, index, q, filter, radius_m, &many, want, &mut work, budget,
+            );
+            let Some(near) = near else {
+                hits.truncate(before);
+                return Scan::Unfinished { hits, next: at };
+            };
+            hits.extend(near);
+            if hits.len() < limit {
+                // every block within the radius looked up for too few slots
+                sparse += 1;
+                // at this rate, more than SPARSE_INSTANTS more would be needed
+                if sparse >= SPARSE_INSTANTS
+                    && (limit - hits.len()) * sparse > SPARSE_INSTANTS * hits.len()
+                {
+                    return Scan::Unfinished { hits, next: at + 1 };
+                }
+            }
+        }
+        pos += group.len();
+        if hits.len() >= limit {
+            return Scan::Done(hits);
         }
     }
-    Some(hits)
+    Scan::Done(hits)
 }
 
 /// The leading entries of `entries` (sorted by start) that start at `at`, found by galloping
@@ -431,7 +579,7 @@ fn starting_at(entries: &[TimeKey], at: i64) -> &[TimeKey] {
 /// entries starting at one instant, sorted by place), more when several tie in distance with
 /// the last: blocks of places by increasing distance, each block's entries found by binary
 /// search, until the next block is farther than the `want`-th slot found. Adds the entries and
-/// blocks examined to `work`.
+/// blocks examined to `work`; `None` as soon as that exceeds `budget`.
 #[allow(clippy::too_many_arguments)]
 fn nearest_starting_at<'s>(
     snap: &'s Snapshot,
@@ -439,56 +587,133 @@ fn nearest_starting_at<'s>(
     q: &Query,
     filter: &PlaceFilter,
     radius_m: f64,
-    group: &[TimeKey],
+    parts: &[&[TimeKey]],
     want: usize,
     work: &mut usize,
-) -> Vec<Hit<'s>> {
+    budget: usize,
+) -> Option<Vec<Hit<'s>>> {
     let origin = super::to_xyz(q.origin);
     let max_c2 = super::m_to_chord2(radius_m);
-    let when = filter.within(group[0].start, group[0].start + 1);
+    let at = parts[0][0].start;
+    let when = filter.within(at, at + 1);
+    let reach = Reach32::new(origin, max_c2);
     let mut found: Vec<(f64, Hit)> = Vec::new();
     let mut c2s: Vec<f64> = Vec::new();
+    // the `want`-th smallest chord² found, as of `found.len() == counted`
+    let (mut kth, mut counted) = (f64::INFINITY, 0);
     for (places, lb) in snap.nearest_blocks(q.origin, reach_c2(radius_m), |s| when.admits(s)) {
-        if found.len() >= want {
+        if found.len() >= want && found.len() != counted {
             c2s.clear();
             c2s.extend(found.iter().map(|f| f.0));
-            let (_, kth, _) = c2s.select_nth_unstable_by(want - 1, f64::total_cmp);
-            if lb > *kth {
-                break;
-            }
+            kth = *c2s.select_nth_unstable_by(want - 1, f64::total_cmp).1;
+            counted = found.len();
+        }
+        if lb > kth {
+            break;
         }
         *work += BLOCK_WORK;
-        let first = group.partition_point(|e| (e.place as usize) < places.start);
-        for e in &group[first..] {
-            let pi = e.place as usize;
-            if pi >= places.end {
-                break;
-            }
-            *work += 1;
-            if !when.admits_slot(e.attrs) {
-                continue;
-            }
-            let p = snap.xyz[pi];
-            let c2 = (p[0] - origin[0]).powi(2)
-                + (p[1] - origin[1]).powi(2)
-                + (p[2] - origin[2]).powi(2);
-            if c2 > max_c2 || !when.fresh(snap, pi, q.now) {
-                continue;
-            }
-            let place = &snap.places[pi];
-            if when.matches(q, e.attrs, || &place.slots[e.slot as usize])
-                && !index.is_taken(e.id, q.now)
-            {
-                let hit = Hit {
-                    place,
-                    slot: e.slot as usize,
-                    distance_m: super::chord2_to_m(c2),
-                };
-                found.push((c2, hit));
+        if *work > budget {
+            return None;
+        }
+        for group in parts {
+            let first = first_of_place(group, places.start);
+            for e in &group[first..] {
+                let pi = e.place as usize;
+                if pi >= places.end {
+                    break;
+                }
+                *work += 1;
+                if !when.admits_slot(e.attrs) || !reach.may_hold(e.xyz) {
+                    continue;
+                }
+                let p = snap.xyz[pi];
+                let c2 = (p[0] - origin[0]).powi(2)
+                    + (p[1] - origin[1]).powi(2)
+                    + (p[2] - origin[2]).powi(2);
+                if c2 > max_c2 || !when.fresh(snap, pi, q.now) {
+                    continue;
+                }
+                let place = &snap.places[pi];
+                let key = &snap.keys[e.key as usize];
+                if when.matches(q, e.attrs, || &place.slots[key.slot as usize])
+                    && !index.is_taken(key.id, q.now)
+                {
+                    let hit = Hit {
+                        place,
+                        slot: key.slot as usize,
+                        distance_m: super::chord2_to_m(c2),
+                    };
+                    found.push((c2, hit));
+                }
             }
         }
     }
-    found.into_iter().map(|f| f.1).collect()
+    Some(found.into_iter().map(|f| f.1).collect())
+}
+
+/// The index of the first entry of `part` (sorted by place) whose place is `place` or after:
+/// a guess in proportion to the place numbers, then a search outwards from it (places hold
+/// similar numbers of slots, so the guess is usually a few entries off; at worst this costs
+/// twice a binary search).
+fn first_of_place(part: &[TimeKey], place: usize) -> usize {
+    let below = |i: usize| (part[i].place as usize) < place;
+    let n = part.len();
+    if n == 0 || !below(0) {
+        return 0;
+    }
+    if below(n - 1) {
+        return n;
+    }
+    // below(0), !below(n - 1): the answer is in 1..n
+    let (lo, hi) = (part[0].place as usize, part[n - 1].place as usize);
+    let guess = ((place - lo) as u64 * n as u64 / (hi - lo + 1) as u64) as usize;
+    let guess = guess.clamp(1, n - 1);
+    // widen [a, b] around the guess until below(a) and !below(b)
+    let (mut a, mut b) = (guess - 1, guess);
+    let mut step = 1;
+    if below(guess) {
+        a = guess;
+        b = guess;
+        while below(b) {
+            a = b;
+            b = (b + step).min(n - 1);
+            step *= 2;
+        }
+    } else {
+        while !below(a) {
+            b = a;
+            a = a.saturating_sub(step);
+            step *= 2;
+        }
+    }
+    a + 1 + part[a + 1..b].partition_point(|e| (e.place as usize) < place)
+}
+
+/// A test on the time index's rounded points ([`TimeKey::xyz`]) that never rejects a place
+/// within the squared chord `max_c2` of `origin`: `f32` rounding moves each coordinate of a
+/// unit vector by less than 6e-8, a difference by less than 1.2e-7 (and 6e-8 of itself), so
+/// the chord by less than 3e-7 (and 6e-8 of itself), and the sum of squares by less than
+/// 3e-7 of itself; the bound keeps 1e-6 on the chord and 1e-4 on its square.
+#[derive(Clone, Copy)]
+struct Reach32 {
+    origin: [f32; 3],
+    max_c2: f32,
+}
+
+impl Reach32 {
+    fn new(origin: [f64; 3], max_c2: f64) -> Self {
+        let c = max_c2.sqrt() + 1e-6;
+        Reach32 {
+            origin: origin.map(|v| v as f32),
+            max_c2: (c * c * (1.0 + 1e-4)) as f32,
+        }
+    }
+
+    /// Whether the place at `p` may be within the chord (`false`: it is certainly not).
+    fn may_hold(&self, p: [f32; 3]) -> bool {
+        let o = self.origin;
+        (p[0] - o[0]).powi(2) + (p[1] - o[1]).powi(2) + (p[2] - o[2]).powi(2) <= self.max_c2
+    }
 }
 
 /// What looking a block up costs, in time-index entries (a binary search and a tree step).
@@ -500,29 +725,68 @@ fn reach_c2(m: f64) -> f64 {
     super::m_to_chord2(m) * (1.0 + 1e-9) + 1e-18
 }
 
-/// Every matching slot within `radius_m` (the fallback of `soonest`), at most `limit` per
-/// place: a place's slots share its distance, so only its `limit` earliest can be among the
-/// `limit` soonest.
-fn all_within<'s>(
+/// Adds to `hits` the matching slots within `radius_m` starting in
+/// `[filter.from, filter.to)` that may be among the `want` soonest (the caller sorts by start
+/// then distance and cuts): places nearest first, each one's keys in start order up to the
+/// `want`-th soonest start found so far, which also narrows the window on which the place
+/// tree skips places and whole neighbourhoods. For sparse filters (home visits by a médecin),
+/// where the time scan would look up every block within the radius at instant after instant.
+fn soonest_by_places<'s>(
     snap: &'s Snapshot,
     index: &SlotIndex,
     q: &Query,
     filter: &PlaceFilter,
     radius_m: f64,
-    limit: usize,
-) -> Vec<Hit<'s>> {
-    let mut hits = Vec::new();
-    if filter.impossible {
-        return hits;
+    want: usize,
+    hits: &mut Vec<Hit<'s>>,
+) {
+    if filter.impossible || want == 0 {
+        return;
     }
-    for (pi, c2) in snap.nearest_admitted(q.origin, reach_c2(radius_m), |s| filter.admits(s)) {
+    // Starts of the `want` soonest hits found (a max-heap), and the bound they set on useful
+    // starts with its hour mask: places come nearest first, so a later slot starting with the
+    // `want`-th would be cut.
+    let mut soonest: std::collections::BinaryHeap<i64> =
+        std::collections::BinaryHeap::with_capacity(want + 1);
+    let cut = std::cell::Cell::new((filter.to, filter.hours));
+    let admits = |s: &PlaceSummary| {
+        let (to, hours) = cut.get();
+        filter.admits_before(s, to, hours)
+    };
+    for (pi, c2) in snap.nearest_admitted(q.origin, reach_c2(radius_m), admits) {
         let d = super::chord2_to_m(c2);
         if d > radius_m {
             break;
         }
-        scan_place(snap, pi, d, filter, q, index, limit, &mut hits);
+        if !filter.fresh(snap, pi, q.now) {
+            continue;
+        }
+        let keys = snap.keys_of(pi);
+        let first = keys.partition_point(|k| k.start < filter.from);
+        let place = &snap.places[pi];
+        for k in &keys[first..] {
+            if k.start >= cut.get().0 {
+                break;
+            }
+            if filter.matches(q, k.attrs, || &place.slots[k.slot as usize])
+                && !index.is_taken(k.id, q.now)
+            {
+                hits.push(Hit {
+                    place,
+                    slot: k.slot as usize,
+                    distance_m: d,
+                });
+                soonest.push(k.start);
+                if soonest.len() > want {
+                    soonest.pop();
+                }
+                if soonest.len() == want {
+                    let to = *soonest.peek().expect("want > 0");
+                    cut.set((to, hour_mask(filter.time_base, filter.from, to)));
+                }
+            }
+        }
     }
-    hits
 }
 
 /// Adds the first `max` matching, untaken slots of a fresh place starting in
@@ -709,6 +973,39 @@ mod tests {
         all
     }
 
+    /// `soonest` with this tie threshold and work budget (0: the places within the radius
+    /// only), sorted by start then distance and cut at `limit`.
+    #[allow(clippy::too_many_arguments)]
+    fn soonest_by<'s>(
+        snap: &'s Snapshot,
+        index: &SlotIndex,
+        q: &Query,
+        filter: &PlaceFilter,
+        radius_m: f64,
+        limit: usize,
+        tie_scan_max: usize,
+        budget: usize,
+    ) -> Vec<Hit<'s>> {
+        let mut hits = soonest(
+            snap,
+            index,
+            q,
+            filter,
+            radius_m,
+            limit,
+            tie_scan_max,
+            budget,
+        );
+        hits.sort_by(|a, b| {
+            a.slot()
+                .start
+                .cmp(&b.slot().start)
+                .then(a.distance_m.total_cmp(&b.distance_m))
+        });
+        hits.truncate(limit);
+        hits
+    }
+
     #[test]
     fn distance_order_is_nearest_then_start_and_the_radius_grows_only_as_needed() {
         let (snap, _) = snapshot();
@@ -740,7 +1037,7 @@ mod tests {
     }
 
     #[test]
-    fn soonest_matches_brute_force_both_by_time_scan_and_fallback() {
+    fn soonest_matches_brute_force_by_time_scan_by_places_and_switching_between() {
         let (snap, _) = snapshot();
         let index = SlotIndex::default();
         index.mark_taken(3, i64::MAX);
@@ -754,15 +1051,25 @@ mod tests {
             let want: Vec<i64> = expected.iter().take(limit).map(|e| e.0).collect();
             assert_eq!(starts(&found.hits), want, "limit {limit}");
             let filter = PlaceFilter::new(&snap, &q, q.now + 1);
-            let mut fallback = all_within(&snap, &index, &q, &filter, found.radius_m, limit);
-            fallback.sort_by(|a, b| {
-                a.slot()
-                    .start
-                    .cmp(&b.slot().start)
-                    .then(a.distance_m.total_cmp(&b.distance_m))
-            });
-            fallback.truncate(limit);
-            assert_eq!(starts(&fallback), want, "fallback, limit {limit}");
+            for tie_scan_max in [0, TIE_SCAN_MAX] {
+                for budget in [0, 1, 5, 17, 40, 100, 300, usize::MAX] {
+                    let hits = soonest_by(
+                        &snap,
+                        &index,
+                        &q,
+                        &filter,
+                        found.radius_m,
+                        limit,
+                        tie_scan_max,
+                        budget,
+                    );
+                    assert_eq!(
+                        starts(&hits),
+                        want,
+                        "limit {limit}, ties {tie_scan_max}, budget {budget}"
+                    );
+                }
+            }
         }
     }
 
@@ -849,22 +1156,80 @@ mod tests {
             let mut q = query(Order::Soonest, limit);
             q.origin = LatLon::new(47.013 + n as f64 * 0.011, -0.99 + n as f64 * 0.017).unwrap();
             let filter = PlaceFilter::new(&snap, &q, q.now + 1);
-            let mut got = soonest_within(&snap, &index, &q, &filter, 12_000.0, limit, 0)
-                .expect("under the scan cap");
-            got.sort_by(|a, b| {
-                a.slot()
-                    .start
-                    .cmp(&b.slot().start)
-                    .then(a.distance_m.total_cmp(&b.distance_m))
-            });
-            got.truncate(limit);
             let mut want = brute(&snap, &index, &q, 12_000.0);
             want.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
             want.truncate(limit);
-            assert_eq!(got.len(), want.len(), "limit {limit}");
-            for (g, w) in got.iter().zip(&want) {
-                assert_eq!(g.slot().start, w.0, "limit {limit}");
-                assert!((g.distance_m - w.1).abs() < 1.0, "limit {limit}");
+            // block by block only, places only, and switching from one to the other
+            for budget in [usize::MAX, 0, 200] {
+                let got = soonest_by(&snap, &index, &q, &filter, 12_000.0, limit, 0, budget);
+                assert_eq!(got.len(), want.len(), "limit {limit}, budget {budget}");
+                for (g, w) in got.iter().zip(&want) {
+                    assert_eq!(g.slot().start, w.0, "limit {limit}, budget {budget}");
+                    assert!((g.distance_m - w.1).abs() < 1.0, "limit {limit}");
+                }
+            }
+        }
+    }
+
+    /// The rounded-point test never rejects a place within the chord, near its edge least of
+    /// all, at radii from 100 m to 200 km.
+    #[test]
+    fn the_rounded_point_test_keeps_every_place_within_reach() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        let mut rng = StdRng::seed_from_u64(5);
+        for _ in 0..20_000 {
+            let o = LatLon::new(rng.random_range(41.0..51.0), rng.random_range(-5.0..9.0)).unwrap();
+            let r = [100.0, 1_000.0, 10_000.0, 200_000.0][rng.random_range(0..4)];
+            let max_c2 = crate::index::m_to_chord2(r);
+            let reach = Reach32::new(crate::index::to_xyz(o), max_c2);
+            // a point at about the radius, a little within or beyond
+            let d = r * rng.random_range(0.999..1.001) / 111_000.0;
+            let a = rng.random_range(0.0..std::f64::consts::TAU);
+            let p = LatLon::new(
+                o.lat + d * a.sin(),
+                o.lon + d * a.cos() / o.lat.to_radians().cos(),
+            );
+            let (p, o) = (crate::index::to_xyz(p.unwrap()), crate::index::to_xyz(o));
+            let c2 = (p[0] - o[0]).powi(2) + (p[1] - o[1]).powi(2) + (p[2] - o[2]).powi(2);
+            if c2 <= max_c2 {
+                assert!(
+                    reach.may_hold(p.map(|v| v as f32)),
+                    "{r} m: {c2} <= {max_c2}"
+                );
+            }
+        }
+    }
+
+    /// The guessed search for a place's first key agrees with a binary search, on parts where
+    /// places hold very different numbers of keys.
+    #[test]
+    fn the_first_key_of_a_place_is_found_from_a_guess() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        let mut rng = StdRng::seed_from_u64(3);
+        for _ in 0..300 {
+            let mut part: Vec<TimeKey> = (0..rng.random_range(1..200))
+                .map(|_| {
+                    // most keys in a few places
+                    let place = if rng.random_bool(0.5) {
+                        rng.random_range(0..5)
+                    } else {
+                        rng.random_range(0..1000)
+                    };
+                    TimeKey {
+                        start: 0,
+                        xyz: [0.0; 3],
+                        place,
+                        key: 0,
+                        attrs: Attrs(0),
+                    }
+                })
+                .collect();
+            part.sort_by_key(|k| k.place);
+            for place in 0..1002 {
+                let want = part.partition_point(|k| (k.place as usize) < place);
+                assert_eq!(first_of_place(&part, place), want, "place {place}");
             }
         }
     }
@@ -930,6 +1295,8 @@ mod tests {
             ("10", Some("SM26")),
             ("60", None),
             ("40", None),
+            // rare: its classes have their own time keys (`Snapshot::by_class`)
+            ("50", None),
         ]
         .iter()
         .map(|(p, s)| {
@@ -949,7 +1316,11 @@ mod tests {
         let places: Vec<Arc<PlaceEntry>> = (0..300)
             .map(|k| {
                 // each place: one provider, one or two modalities, slots in a sub-range of 72 h
-                let provider = providers[rng.random_range(0..providers.len())].clone();
+                let provider = if rng.random_bool(0.08) {
+                    providers[4].clone()
+                } else {
+                    providers[rng.random_range(0..4)].clone()
+                };
                 let place_mods = [mods[rng.random_range(0..3)], mods[rng.random_range(0..3)]];
                 let (lo, hi) = {
                     let a = rng.random_range(0..72 * 60);
@@ -993,6 +1364,7 @@ mod tests {
             index.mark_taken(rng.random_range(1..=id), i64::MAX);
         }
         let mut by_blocks = 0;
+        let mut by_class = 0;
         for n in 0..400 {
             let mut q = query(
                 if n % 3 == 0 {
@@ -1009,8 +1381,9 @@ mod tests {
             .unwrap();
             q.from = NOW + rng.random_range(0..48) * 3600;
             q.to = q.from + rng.random_range(1..30) * 3600;
-            q.profession = [None, Some("10"), Some("60"), Some("99")][rng.random_range(0..4)]
-                .map(String::from);
+            q.profession = [None, Some("10"), Some("60"), Some("99"), Some("50")]
+                [rng.random_range(0..5)]
+            .map(String::from);
             q.specialty =
                 [None, None, Some("SM54"), Some("SM26")][rng.random_range(0..4)].map(String::from);
             q.modalities = match rng.random_range(0..4) {
@@ -1052,29 +1425,37 @@ mod tests {
                 assert!((g.1 - e.1).abs() < 1.0, "query {n}: {q:?}");
             }
             if q.order == Order::Soonest {
-                // the fallback (every place within the radius) gives the same answer
+                // so does the visit of the places within the radius, the time scan looking up
+                // every instant block by block, and the time scan stopped on the way
                 let filter = PlaceFilter::new(&snap, &q, q.from.max(q.now + 1));
-                let mut all = all_within(&snap, &index, &q, &filter, found.radius_m, q.limit);
-                all.sort_by(|a, b| {
-                    a.slot()
-                        .start
-                        .cmp(&b.slot().start)
-                        .then(a.distance_m.total_cmp(&b.distance_m))
-                });
-                all.truncate(q.limit);
-                // and so does the time scan when it looks up every instant block by block
-                // (unless that much looking up exceeds its cap: then `search` falls back)
-                let ties = soonest_within(&snap, &index, &q, &filter, found.radius_m, q.limit, 0);
-                by_blocks += usize::from(ties.is_some());
-                let mut ties = ties.unwrap_or_else(|| all.clone());
-                ties.sort_by(|a, b| {
-                    a.slot()
-                        .start
-                        .cmp(&b.slot().start)
-                        .then(a.distance_m.total_cmp(&b.distance_m))
-                });
-                ties.truncate(q.limit);
-                for (path, hits) in [("fallback", &all), ("ties by distance", &ties)] {
+                let r = found.radius_m;
+                let limit = q.limit;
+                let by =
+                    |ties, budget| soonest_by(&snap, &index, &q, &filter, r, limit, ties, budget);
+                let by_places = by(0, 0);
+                let ties = by(0, usize::MAX);
+                let switched = by(0, rng.random_range(1..400));
+                // instants split by class, the few of a class one by one, the many by blocks
+                let mixed = by(rng.random_range(1..4), usize::MAX);
+                let mixed_switched = by(rng.random_range(1..4), rng.random_range(1..400));
+                // a rare class's own keys (by class) give what all keys (by place) give
+                by_class += usize::from(filter.rare);
+                let mut all_keys = filter.clone();
+                all_keys.rare = false;
+                let by_place = soonest_by(&snap, &index, &q, &all_keys, r, limit, 1, usize::MAX);
+                let mut scan = soonest_within(&snap, &index, &q, &filter, r, limit, 0, 400);
+                if let Scan::Unfinished { hits, next } = &mut scan {
+                    by_blocks += usize::from(!hits.is_empty());
+                    assert!(hits.iter().all(|h| h.slot().start < *next));
+                }
+                for (path, hits) in [
+                    ("places", &by_places),
+                    ("ties by distance", &ties),
+                    ("switched", &switched),
+                    ("mixed", &mixed),
+                    ("mixed, switched", &mixed_switched),
+                    ("all keys", &by_place),
+                ] {
                     assert_eq!(hits.len(), expected.len(), "{path}, query {n}");
                     for (g, e) in hits.iter().zip(&expected) {
                         assert_eq!(g.slot().start, e.0, "{path}, query {n}");
@@ -1084,8 +1465,12 @@ mod tests {
             }
         }
         assert!(
-            by_blocks >= 40,
-            "only {by_blocks} soonest queries looked up by blocks"
+            by_class >= 10,
+            "only {by_class} soonest queries for rare classes"
+        );
+        assert!(
+            by_blocks >= 10,
+            "only {by_blocks} soonest queries switched after finding some"
         );
     }
 }
