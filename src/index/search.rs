@@ -91,6 +91,9 @@ pub struct Hit<'s> {
     pub place: &'s Arc<PlaceEntry>,
     pub slot: usize,
     pub distance_m: f64,
+    /// The slot's start, copied from its key: sorting hits then reads no slot entry (each
+    /// would be a cache miss through the place).
+    pub start: i64,
 }
 
 impl Hit<'_> {
@@ -317,7 +320,7 @@ pub fn search<'s>(snap: &'s Snapshot, index: &SlotIndex, q: &Query) -> Found<'s>
     let by_distance = |a: &Hit, b: &Hit| {
         a.distance_m
             .total_cmp(&b.distance_m)
-            .then(a.slot().start.cmp(&b.slot().start))
+            .then(a.start.cmp(&b.start))
     };
     match q.order {
         Order::Distance => hits.sort_by(by_distance),
@@ -338,9 +341,8 @@ pub fn search<'s>(snap: &'s Snapshot, index: &SlotIndex, q: &Query) -> Found<'s>
                 SOONEST_SCAN_CAP,
             );
             hits.sort_by(|a, b| {
-                a.slot()
-                    .start
-                    .cmp(&b.slot().start)
+                a.start
+                    .cmp(&b.start)
                     .then(a.distance_m.total_cmp(&b.distance_m))
             });
         }
@@ -529,6 +531,7 @@ fn soonest_within<'s>(
                         place,
                         slot: key.slot as usize,
                         distance_m: super::chord2_to_m(c2),
+                        start: key.start,
                     });
                     kept += 1;
                 }
@@ -642,6 +645,7 @@ fn nearest_starting_at<'s>(
                         place,
                         slot: key.slot as usize,
                         distance_m: super::chord2_to_m(c2),
+                        start: key.start,
                     };
                     found.push((c2, hit));
                 }
@@ -775,6 +779,7 @@ fn soonest_by_places<'s>(
                     place,
                     slot: k.slot as usize,
                     distance_m: d,
+                    start: k.start,
                 });
                 soonest.push(k.start);
                 if soonest.len() > want {
@@ -820,6 +825,7 @@ fn scan_place<'s>(
                 place,
                 slot: k.slot as usize,
                 distance_m: d,
+                start: k.start,
             });
             added += 1;
         }
@@ -1419,6 +1425,11 @@ mod tests {
                 .iter()
                 .map(|h| (h.slot().start, h.distance_m))
                 .collect();
+            // the start a hit carries (what the sorts read) is its slot's
+            assert!(
+                found.hits.iter().all(|h| h.start == h.slot().start),
+                "query {n}"
+            );
             assert_eq!(got.len(), expected.len(), "query {n}: {q:?}");
             for (g, e) in got.iter().zip(&expected) {
                 assert_eq!(g.0, e.0, "query {n}: {q:?}");
