@@ -121,6 +121,10 @@ async fn run(label: &str, database_url: String, body: actix_web::web::Bytes, slo
     stop.store(true, Ordering::Relaxed);
     let busy = busy.join().unwrap();
     let searchable = state.index.load().slot_count - searchable_alone;
+    assert_eq!(
+        searchable, searchable_alone,
+        "both uploads make the same slots searchable"
+    );
     if std::env::var_os("SASNP_BENCH_AGAIN").is_some() {
         // The same snapshot again: every row exists already (the upsert path, not the first
         // load's plain insert).
