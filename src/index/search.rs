@@ -8,8 +8,8 @@
 //! answer says how far it went.
 
 use super::{
-    Attrs, CODE_OVERFLOW, CodeBits, PlaceEntry, PlaceSummary, SlotEntry, SlotIndex, Snapshot,
-    TimeKey, hour_mask, mode_bit,
+    Attrs, CODE_OVERFLOW, CodeBits, PlaceEntry, PlaceSummary, SlotEntry, SlotIndex, SlotKey,
+    Snapshot, TimeKey, hour_mask, mode_bit,
 };
 use crate::domain::LatLon;
 use crate::domain::slot::Modality;
@@ -766,7 +766,7 @@ fn soonest_by_places<'s>(
             continue;
         }
         let keys = snap.keys_of(pi);
-        let first = keys.partition_point(|k| k.start < filter.from);
+        let first = first_from(keys, filter.from);
         let place = &snap.places[pi];
         for k in &keys[first..] {
             if k.start >= cut.get().0 {
@@ -794,6 +794,20 @@ fn soonest_by_places<'s>(
     }
 }
 
+/// The first of a place's `keys` (sorted by start) starting at or after `from`, searched from
+/// the front by doubling steps: most windows start now, at or before a place's first key, so
+/// the answer is found in the first cache line instead of after a binary search's ≈ 5
+/// dependent reads across the place's keys. Equal to `partition_point(|k| k.start < from)`.
+fn first_from(keys: &[SlotKey], from: i64) -> usize {
+    let mut end = 1;
+    while end <= keys.len() && keys[end - 1].start < from {
+        end *= 2;
+    }
+    // keys[..end / 2] all start before `from`; keys[end - 1], if any, does not
+    let (lo, hi) = (end / 2, end.min(keys.len()));
+    lo + keys[lo..hi].partition_point(|k| k.start < from)
+}
+
 /// Adds the first `max` matching, untaken slots of a fresh place starting in
 /// `[filter.from, filter.to)`.
 #[allow(clippy::too_many_arguments)]
@@ -811,7 +825,7 @@ fn scan_place<'s>(
         return;
     }
     let keys = snap.keys_of(pi);
-    let first = keys.partition_point(|k| k.start < filter.from);
+    let first = first_from(keys, filter.from);
     let place = &snap.places[pi];
     let mut added = 0;
     for k in &keys[first..] {
@@ -1236,6 +1250,29 @@ mod tests {
             for place in 0..1002 {
                 let want = part.partition_point(|k| (k.place as usize) < place);
                 assert_eq!(first_of_place(&part, place), want, "place {place}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_first_key_from_an_instant_is_where_a_binary_search_puts_it() {
+        // every length up to 40 (empty, powers of two and their neighbours), starts with
+        // repeats, and instants before, between, on and after them
+        for len in 0..=40usize {
+            let keys: Vec<SlotKey> = (0..len)
+                .map(|i| SlotKey {
+                    start: 100 + (i as i64 / 3) * 10,
+                    id: i as i64,
+                    slot: i as u32,
+                    attrs: Attrs(0),
+                })
+                .collect();
+            for from in 90..=(100 + len as i64 * 4 + 10) {
+                assert_eq!(
+                    first_from(&keys, from),
+                    keys.partition_point(|k| k.start < from),
+                    "len {len}, from {from}"
+                );
             }
         }
     }
