@@ -22,7 +22,7 @@ use dashmap::DashMap;
 use rustc_hash::FxBuildHasher;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// A JSON rendering of an immutable index entry, made on first use and kept: the search answer
@@ -550,12 +550,30 @@ impl Snapshot {
     }
 }
 
+/// Words of [`SlotIndex::taken_bits`]: 2^14 × 64 = 2^20 bits (128 KiB), so that with thousands
+/// of held or booked slots the bit of a free slot is almost always clear.
+const TAKEN_WORDS: usize = 1 << 14;
+
+/// The word and bit of `slot_id` in [`SlotIndex::taken_bits`] (Fibonacci hashing: ids are
+/// consecutive integers, their products spread over the top bits).
+fn taken_bit(slot_id: i64) -> (usize, u64) {
+    let h = (slot_id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - 20);
+    ((h / 64) as usize, 1 << (h % 64))
+}
+
 /// The live index: the current snapshot plus operator state.
 pub struct SlotIndex {
     snapshot: ArcSwap<Snapshot>,
     /// slot id → unavailable until (epoch seconds; `i64::MAX` when booked). Looked up for every
     /// matching slot a search visits, hence the fast integer hash (ids are not attacker-chosen).
     taken: DashMap<i64, i64, FxBuildHasher>,
+    /// One bit per hash of the slot ids in `taken` ([`taken_bit`]): a search asks the map only
+    /// about slots whose bit is set, so the free slots it visits (nearly all) cost one read of
+    /// a small array instead of a map look-up. A bit may be set for a slot that is free (ids
+    /// sharing it, or freed since), never clear for one in `taken`.
+    taken_bits: Box<[AtomicU64]>,
+    /// Serialises the writers of `taken` and `taken_bits`.
+    taken_write: std::sync::Mutex<()>,
     writer: std::sync::Mutex<()>,
     /// Held while a source's entries are rebuilt after its snapshot committed (see
     /// [`load::reload_source_from_feed`]), so two reloads of this index never interleave.
@@ -567,6 +585,8 @@ impl Default for SlotIndex {
         Self {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             taken: DashMap::default(),
+            taken_bits: (0..TAKEN_WORDS).map(|_| AtomicU64::new(0)).collect(),
+            taken_write: Default::default(),
             writer: Default::default(),
             reload: Default::default(),
         }
@@ -609,32 +629,110 @@ impl SlotIndex {
 
     /// Marks a slot unavailable until `until` (a hold) or for good (`i64::MAX`, booked).
     pub fn mark_taken(&self, slot_id: i64, until: i64) {
+        let _w = self.taken_write.lock().unwrap_or_else(|e| e.into_inner());
+        // the bit first: a search that finds the entry always finds its bit
+        let (word, bit) = taken_bit(slot_id);
+        self.taken_bits[word].fetch_or(bit, Ordering::Release);
         self.taken.insert(slot_id, until);
     }
 
     /// Makes a slot available again (hold released, appointment cancelled).
     pub fn mark_free(&self, slot_id: i64) {
-        self.taken.remove(&slot_id);
+        let _w = self.taken_write.lock().unwrap_or_else(|e| e.into_inner());
+        if self.taken.remove(&slot_id).is_some() {
+            self.rebuild_taken_bits();
+        }
     }
 
     /// Whether a slot is held or booked at `now`.
     pub fn is_taken(&self, slot_id: i64, now: i64) -> bool {
-        self.taken.get(&slot_id).is_some_and(|u| *u > now)
+        let (word, bit) = taken_bit(slot_id);
+        self.taken_bits[word].load(Ordering::Acquire) & bit != 0
+            && self.taken.get(&slot_id).is_some_and(|u| *u > now)
     }
 
     /// Drops expired holds from the overlay (they already no longer count).
     pub fn sweep(&self, now: i64) -> usize {
+        let _w = self.taken_write.lock().unwrap_or_else(|e| e.into_inner());
         let before = self.taken.len();
         self.taken.retain(|_, until| *until > now);
-        before - self.taken.len()
+        let dropped = before - self.taken.len();
+        if dropped > 0 {
+            self.rebuild_taken_bits();
+        }
+        dropped
+    }
+
+    /// Sets `taken_bits` to exactly the bits of `taken` (the caller holds `taken_write`).
+    /// Word by word: a search reading a word meanwhile sees the old or the new one, and both
+    /// hold the bits of every slot still taken.
+    fn rebuild_taken_bits(&self) {
+        let mut words = vec![0u64; TAKEN_WORDS];
+        for e in self.taken.iter() {
+            let (word, bit) = taken_bit(*e.key());
+            words[word] |= bit;
+        }
+        for (a, w) in self.taken_bits.iter().zip(words) {
+            a.store(w, Ordering::Release);
+        }
     }
 
     /// Replaces the operator-state overlay (start-up, or resynchronisation with the database).
     pub fn reset_taken(&self, entries: impl IntoIterator<Item = (i64, i64)>) {
         let fresh: Vec<(i64, i64)> = entries.into_iter().collect();
+        let _w = self.taken_write.lock().unwrap_or_else(|e| e.into_inner());
+        for (k, _) in &fresh {
+            let (word, bit) = taken_bit(*k);
+            self.taken_bits[word].fetch_or(bit, Ordering::Release);
+        }
         self.taken.clear();
         for (k, v) in fresh {
             self.taken.insert(k, v);
         }
+        self.rebuild_taken_bits();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `is_taken` answers as the plain map would, whatever was marked, freed, swept or reset
+    /// (ids in a range much wider than the taken set: most bits clear, some shared).
+    #[test]
+    fn the_taken_bits_never_hide_a_taken_slot_and_free_slots_stay_free() {
+        let index = SlotIndex::default();
+        let mut expected: HashMap<i64, i64> = HashMap::new();
+        let check = |index: &SlotIndex, expected: &HashMap<i64, i64>, now: i64| {
+            for id in -50..300_000i64 {
+                let want = expected.get(&id).is_some_and(|u| *u > now);
+                assert_eq!(index.is_taken(id, now), want, "slot {id} at {now}");
+            }
+        };
+        for id in (0..200_000).step_by(97) {
+            let until = if id % 2 == 0 {
+                i64::MAX
+            } else {
+                1_000 + id % 500
+            };
+            index.mark_taken(id, until);
+            expected.insert(id, until);
+        }
+        check(&index, &expected, 1_000);
+        for id in (0..200_000).step_by(97 * 3) {
+            index.mark_free(id);
+            expected.remove(&id);
+        }
+        index.mark_free(5); // never taken
+        check(&index, &expected, 1_000);
+        let dropped = index.sweep(1_250);
+        let before = expected.len();
+        expected.retain(|_, u| *u > 1_250);
+        assert_eq!(dropped, before - expected.len());
+        check(&index, &expected, 1_250);
+        let fresh: Vec<(i64, i64)> = (0..1_000).map(|k| (k * 301 + 7, i64::MAX)).collect();
+        index.reset_taken(fresh.clone());
+        expected = fresh.into_iter().collect();
+        check(&index, &expected, 1_250);
     }
 }
