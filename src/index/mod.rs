@@ -462,10 +462,9 @@ impl Snapshot {
                 rare[class / 64] |= 1 << (class % 64);
             }
         }
-        let is_rare = |class: u16| rare[usize::from(class) / 64] & 1 << (class % 64) != 0;
         let mut by_class: Vec<TimeKey> = by_start
             .iter()
-            .filter(|k| is_rare(k.attrs.class()))
+            .filter(|k| class_bit(&rare, k.attrs.class()))
             .copied()
             .collect();
         by_class.sort_unstable_by_key(|k| (k.start, k.attrs.class(), k.place, k.key));
@@ -540,7 +539,7 @@ impl Snapshot {
 
     /// Whether the keys of `class` ([`Attrs::class`]) are in [`Snapshot::by_class`].
     pub(crate) fn is_rare(&self, class: u16) -> bool {
-        usize::from(class) < CLASSES && self.rare[usize::from(class) / 64] & 1 << (class % 64) != 0
+        class_bit(&self.rare, class)
     }
 
     /// The keys of place `pi`, by start.
@@ -548,6 +547,11 @@ impl Snapshot {
         let h = self.heads[pi];
         &self.keys[h.first as usize..h.end as usize]
     }
+}
+
+/// Whether `class`'s bit is set in `bits` (one bit per [`Attrs::class`]).
+fn class_bit(bits: &[u64; CLASSES / 64], class: u16) -> bool {
+    usize::from(class) < CLASSES && bits[usize::from(class) / 64] & 1 << (class % 64) != 0
 }
 
 /// Words of [`SlotIndex::taken_bits`]: 2^14 × 64 = 2^20 bits (128 KiB), so that with thousands
@@ -631,9 +635,13 @@ impl SlotIndex {
     pub fn mark_taken(&self, slot_id: i64, until: i64) {
         let _w = self.taken_write.lock().unwrap_or_else(|e| e.into_inner());
         // the bit first: a search that finds the entry always finds its bit
+        self.set_taken_bit(slot_id);
+        self.taken.insert(slot_id, until);
+    }
+
+    fn set_taken_bit(&self, slot_id: i64) {
         let (word, bit) = taken_bit(slot_id);
         self.taken_bits[word].fetch_or(bit, Ordering::Release);
-        self.taken.insert(slot_id, until);
     }
 
     /// Makes a slot available again (hold released, appointment cancelled).
@@ -682,8 +690,7 @@ impl SlotIndex {
         let fresh: Vec<(i64, i64)> = entries.into_iter().collect();
         let _w = self.taken_write.lock().unwrap_or_else(|e| e.into_inner());
         for (k, _) in &fresh {
-            let (word, bit) = taken_bit(*k);
-            self.taken_bits[word].fetch_or(bit, Ordering::Release);
+            self.set_taken_bit(*k);
         }
         self.taken.clear();
         for (k, v) in fresh {

@@ -8,8 +8,8 @@
 //! answer says how far it went.
 
 use super::{
-    Attrs, CODE_OVERFLOW, CodeBits, PlaceEntry, PlaceSummary, SlotEntry, SlotIndex, SlotKey,
-    Snapshot, TimeKey, hour_mask, mode_bit,
+    Attrs, CODE_OVERFLOW, CodeBits, PlaceEntry, PlaceSummary, SlotEntry, SlotIndex, Snapshot,
+    TimeKey, hour_mask, mode_bit,
 };
 use crate::domain::LatLon;
 use crate::domain::slot::Modality;
@@ -475,7 +475,8 @@ fn soonest_within<'s>(
         if at >= filter.to {
             break;
         }
-        let group = starting_at(&keys[pos..], at);
+        let rest = &keys[pos..];
+        let group = &rest[..gallop(rest, |e| e.start == at)];
         let want = limit - hits.len();
         let before = hits.len();
         // the entries of the wanted classes (a few, scanned one by one; many, looked up
@@ -566,16 +567,18 @@ fn soonest_within<'s>(
     Scan::Done(hits)
 }
 
-/// The leading entries of `entries` (sorted by start) that start at `at`, found by galloping
-/// (an instant usually has few slots).
-fn starting_at(entries: &[TimeKey], at: i64) -> &[TimeKey] {
+/// `items.partition_point(pred)`, searched from the front by doubling steps: cheaper than a
+/// binary search when the answer is near the start — an instant's few slots, or a place's first
+/// key from a window that starts now (at or before it): the first probe then answers instead
+/// of a binary search's ≈ 5 dependent reads across the place's keys.
+fn gallop<T>(items: &[T], pred: impl Fn(&T) -> bool) -> usize {
     let mut end = 1;
-    while end < entries.len() && entries[end].start == at {
-        end = (end * 2).min(entries.len());
+    while end <= items.len() && pred(&items[end - 1]) {
+        end *= 2;
     }
-    let lo = end / 2;
-    let len = lo + entries[lo..end].partition_point(|e| e.start == at);
-    &entries[..len]
+    // items[..end / 2] all satisfy `pred`; items[end - 1], if any, does not
+    let (lo, hi) = (end / 2, end.min(items.len()));
+    lo + items[lo..hi].partition_point(pred)
 }
 
 /// The `want` nearest matching slots within `radius_m` among `group` (the time index's
@@ -766,7 +769,7 @@ fn soonest_by_places<'s>(
             continue;
         }
         let keys = snap.keys_of(pi);
-        let first = first_from(keys, filter.from);
+        let first = gallop(keys, |k| k.start < filter.from);
         let place = &snap.places[pi];
         for k in &keys[first..] {
             if k.start >= cut.get().0 {
@@ -794,20 +797,6 @@ fn soonest_by_places<'s>(
     }
 }
 
-/// The first of a place's `keys` (sorted by start) starting at or after `from`, searched from
-/// the front by doubling steps: most windows start now, at or before a place's first key, so
-/// the answer is found in the first cache line instead of after a binary search's ≈ 5
-/// dependent reads across the place's keys. Equal to `partition_point(|k| k.start < from)`.
-fn first_from(keys: &[SlotKey], from: i64) -> usize {
-    let mut end = 1;
-    while end <= keys.len() && keys[end - 1].start < from {
-        end *= 2;
-    }
-    // keys[..end / 2] all start before `from`; keys[end - 1], if any, does not
-    let (lo, hi) = (end / 2, end.min(keys.len()));
-    lo + keys[lo..hi].partition_point(|k| k.start < from)
-}
-
 /// Adds the first `max` matching, untaken slots of a fresh place starting in
 /// `[filter.from, filter.to)`.
 #[allow(clippy::too_many_arguments)]
@@ -825,7 +814,7 @@ fn scan_place<'s>(
         return;
     }
     let keys = snap.keys_of(pi);
-    let first = first_from(keys, filter.from);
+    let first = gallop(keys, |k| k.start < filter.from);
     let place = &snap.places[pi];
     let mut added = 0;
     for k in &keys[first..] {
@@ -1256,6 +1245,7 @@ mod tests {
 
     #[test]
     fn the_first_key_from_an_instant_is_where_a_binary_search_puts_it() {
+        use crate::index::SlotKey;
         // every length up to 40 (empty, powers of two and their neighbours), starts with
         // repeats, and instants before, between, on and after them
         for len in 0..=40usize {
@@ -1269,7 +1259,7 @@ mod tests {
                 .collect();
             for from in 90..=(100 + len as i64 * 4 + 10) {
                 assert_eq!(
-                    first_from(&keys, from),
+                    gallop(&keys, |k| k.start < from),
                     keys.partition_point(|k| k.start < from),
                     "len {len}, from {from}"
                 );
