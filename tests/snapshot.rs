@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::spawn_app;
+use common::{TestApp, spawn_app};
 use sasnp::clock::Clock;
 use sasnp::domain::LatLon;
 use sasnp::domain::slot::{
@@ -131,12 +131,18 @@ fn entries(index: &SlotIndex, source: i64) -> Vec<String> {
     out
 }
 
-#[tokio::test]
-async fn texts_survive_the_bulk_write_and_the_index_from_the_feed_equals_a_reload() {
+/// A running app with one source (CSV, made by the admin) of the Nantes CPTS:
+/// `(app, cpts, source id)`.
+async fn app_with_source() -> (TestApp, String, i64) {
     let app = spawn_app().await;
     let cpts = app.nantes_cpts();
-    let token = app.admin_token.clone();
-    let source = app.csv_source(&token, &cpts).await;
+    let source = app.csv_source(&app.admin_token, &cpts).await;
+    (app, cpts, source)
+}
+
+#[tokio::test]
+async fn texts_survive_the_bulk_write_and_the_index_from_the_feed_equals_a_reload() {
+    let (app, _, source) = app_with_source().await;
     let now = app.clock.now();
     let state = app.state.clone();
     for (round, n) in [(0, 40), (1, 25)] {
@@ -221,10 +227,7 @@ async fn texts_survive_the_bulk_write_and_the_index_from_the_feed_equals_a_reloa
 /// database (the index never goes back to an older state).
 #[tokio::test]
 async fn entries_built_beside_a_snapshot_that_is_no_longer_the_latest_are_not_installed() {
-    let app = spawn_app().await;
-    let cpts = app.nantes_cpts();
-    let token = app.admin_token.clone();
-    let source = app.csv_source(&token, &cpts).await;
+    let (app, _, source) = app_with_source().await;
     let now = app.clock.now();
     let state = app.state.clone();
     let st = state.clone();
@@ -285,10 +288,7 @@ async fn entries_built_beside_a_snapshot_that_is_no_longer_the_latest_are_not_in
 /// they do not, the test still holds.)
 #[tokio::test]
 async fn two_concurrent_first_snapshots_of_a_source_both_apply_one_after_the_other() {
-    let app = spawn_app().await;
-    let cpts = app.nantes_cpts();
-    let token = app.admin_token.clone();
-    let source = app.csv_source(&token, &cpts).await;
+    let (app, cpts, source) = app_with_source().await;
     let now = app.clock.now();
     let put = |n: usize| {
         // Places of their own, so that neither upload waits on the other's places.
@@ -304,7 +304,7 @@ async fn two_concurrent_first_snapshots_of_a_source_both_apply_one_after_the_oth
             state
                 .db
                 .run_long(move |c| {
-                    let o = sasnp::store::slots::replace_snapshot(
+                    let (o, _) = sasnp::store::slots::replace_snapshot_beside(
                         c,
                         source,
                         &cpts,
@@ -312,6 +312,7 @@ async fn two_concurrent_first_snapshots_of_a_source_both_apply_one_after_the_oth
                         &[],
                         now,
                         &|_| "{}".into(),
+                        &|_| (),
                     )?;
                     Ok((o.seq, n))
                 })

@@ -447,33 +447,10 @@ pub type WhileWriting<'a, T> = dyn Fn(&WrittenIds) -> T + Sync + 'a;
 
 /// Replaces the slots of `source_id` by `feed` in one write transaction. `deleted` are ids the
 /// feed explicitly withdrew (`entered-in-error`). `report` builds the JSON report to store with
-/// the outcome (it sees the final counts).
-pub fn replace_snapshot(
-    conn: &mut DbConn,
-    source_id: i64,
-    cpts_id: &str,
-    feed: &NormalizedFeed,
-    deleted: &[String],
-    now: chrono::DateTime<chrono::Utc>,
-    report: &dyn Fn(&SnapshotOutcome) -> String,
-) -> Result<SnapshotOutcome, StoreError> {
-    replace_snapshot_beside(
-        conn,
-        source_id,
-        cpts_id,
-        feed,
-        deleted,
-        now,
-        report,
-        &|_| (),
-    )
-    .map(|(outcome, _)| outcome)
-}
-
-/// [`replace_snapshot`], running `beside` on another thread while the slot rows are written
-/// when the source has none yet (its first snapshot: every id is known before the rows go in).
-/// `beside` gets the ids the snapshot writes; what it returns comes back with the outcome
-/// (`None` when the source had rows: nothing ran beside).
+/// the outcome (it sees the final counts). When the source has no rows yet (its first
+/// snapshot: every id is known before the rows go in), `beside` runs on another thread while
+/// the slot rows are written, with the ids the snapshot writes; what it returns comes back with
+/// the outcome (`None` when the source had rows: nothing ran beside).
 #[allow(clippy::too_many_arguments)]
 pub fn replace_snapshot_beside<T: Send>(
     conn: &mut DbConn,
