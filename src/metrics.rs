@@ -99,6 +99,8 @@ pub struct ScrapeInput<'a> {
     pub freshness: &'a dyn Fn(&SourceRow) -> (i64, bool),
     /// Database pool `(in use, idle)`.
     pub pool: (u32, u32),
+    /// Connections the pool failed to open since the start ([`crate::store::Db::connection_errors`]).
+    pub connection_errors: u64,
     /// Current statistics records (recent periods), for the latest-period gauges (`None` when
     /// not readable: the gauges keep their previous values).
     pub stats: Option<&'a [StatRecord]>,
@@ -160,6 +162,7 @@ pub struct Metrics {
     http_duration: HistogramVec,
     db_pool: IntGaugeVec,
     db_pool_max: IntGauge,
+    db_connection_errors: IntCounter,
 
     // --- supply (scrape time) ---
     free_slots: IntGaugeVec,
@@ -305,6 +308,7 @@ impl Metrics {
             http_duration: histo(&r, "sasnp_http_request_duration_seconds", "HTTP request duration (whole request, in the service), by method and route pattern.", &["method", "route"], HTTP_BUCKETS),
             db_pool: igauge(&r, "sasnp_db_pool_connections", "Database pool connections by state (in_use, idle).", &["state"]),
             db_pool_max: reg(&r, IntGauge::new("sasnp_db_pool_max_connections", "Database pool size (configured maximum).").expect("valid metric")),
+            db_connection_errors: reg(&r, IntCounter::new("sasnp_db_connection_errors_total", "Database connections the pool failed to open (it retries them).").expect("valid metric")),
 
             free_slots: igauge(&r, "sasnp_free_slots", "Free slots offered to operators (offered, not held or booked, fresh source, visible to the SAS) starting within the horizon, by CPTS, department, profession.", &["cpts", "department", "profession", "horizon"]),
             free_slot_hours: gauge(&r, "sasnp_free_slot_hours", "Hours of consultation in the free slots of sasnp_free_slots.", &["cpts", "department", "profession", "horizon"]),
@@ -720,6 +724,9 @@ impl Metrics {
         self.db_pool
             .with_label_values(&["idle"])
             .set(i64::from(idle));
+        let seen = self.db_connection_errors.get();
+        self.db_connection_errors
+            .inc_by(input.connection_errors.saturating_sub(seen));
     }
 
     /// Sets the configured pool size.

@@ -84,6 +84,7 @@ pub async fn scrape(
             sources: sources.as_deref(),
             freshness: &freshness,
             pool: st.db.pool_state(),
+            connection_errors: st.db.connection_errors(),
             stats: stats.as_deref(),
         });
         st.metrics.render()

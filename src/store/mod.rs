@@ -146,24 +146,43 @@ impl CustomizeConnection<SqliteConnection, r2d2::Error> for ConnectionSetup {
             self.timeout.as_millis()
         ))
         .map_err(r2d2::Error::QueryError)?;
-        // WAL is a property of the database file: set by the first connection, found by the
-        // others. Setting it on every new connection needed a lock that a snapshot's write
-        // transaction holds, and a pool connection opened meanwhile failed ("database is
-        // locked").
-        use diesel::RunQueryDsl;
-        #[derive(diesel::QueryableByName)]
-        struct Mode {
-            #[diesel(sql_type = diesel::sql_types::Text)]
-            journal_mode: String,
-        }
-        let mode = diesel::sql_query("PRAGMA journal_mode")
-            .get_result::<Mode>(conn)
-            .map_err(r2d2::Error::QueryError)?;
-        if mode.journal_mode.eq_ignore_ascii_case("wal") {
-            return Ok(());
-        }
-        conn.batch_execute("PRAGMA journal_mode = WAL")
-            .map_err(r2d2::Error::QueryError)
+        // WAL is a property of the database file, set once before the pool opens
+        // ([`set_wal`]); a connection that finds it set (all of them, normally) takes no lock.
+        set_wal(conn).map_err(r2d2::Error::QueryError)
+    }
+}
+
+/// Puts the SQLite database in WAL mode unless it is already. Changing the mode takes an
+/// exclusive lock: done by each new pool connection, it failed at once ("database is locked",
+/// without waiting for `busy_timeout`) whenever another connection held the file — the pool's
+/// first connections, opened together on a new file, or any connection opened during a
+/// snapshot's write transaction. [`Db::connect`] therefore sets it on one connection before
+/// the pool opens the others, which then only read it.
+#[cfg(feature = "sqlite")]
+fn set_wal(conn: &mut SqliteConnection) -> diesel::QueryResult<()> {
+    use diesel::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Mode {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        journal_mode: String,
+    }
+    let mode = diesel::sql_query("PRAGMA journal_mode").get_result::<Mode>(conn)?;
+    if mode.journal_mode.eq_ignore_ascii_case("wal") {
+        return Ok(());
+    }
+    conn.batch_execute("PRAGMA journal_mode = WAL")
+}
+
+/// Counts (and logs) the connections the pool failed to open; r2d2 retries them on its own,
+/// so these failures never reach a request, but each one is a fault worth seeing
+/// ([`Db::connection_errors`], exported as a metric).
+#[derive(Debug, Clone, Default)]
+struct ConnectionErrors(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl r2d2::HandleError<r2d2::Error> for ConnectionErrors {
+    fn handle_error(&self, error: r2d2::Error) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(%error, "a database connection could not be opened (the pool retries)");
     }
 }
 
@@ -183,12 +202,14 @@ impl CustomizeConnection<PgConnection, r2d2::Error> for ConnectionSetup {
 pub struct Db {
     pool: Pool,
     timeout: Duration,
+    connection_errors: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Db {
     /// Opens the pool (SQLite: creates the file) and runs pending migrations.
     pub fn connect(url: &str, pool_size: u32, timeout: Duration) -> Result<Db, StoreError> {
         let setup = ConnectionSetup { timeout };
+        let errors = ConnectionErrors::default();
         let pool = match Backend::from_url(url) {
             Backend::Sqlite => {
                 #[cfg(feature = "sqlite")]
@@ -206,12 +227,21 @@ impl Db {
                             })?;
                         }
                     }
+                    {
+                        use diesel::Connection;
+                        let mut first = SqliteConnection::establish(path)
+                            .map_err(|e| StoreError::Setup(format!("SQLite {path}: {e}")))?;
+                        setup
+                            .on_acquire(&mut first)
+                            .map_err(|e| StoreError::Setup(format!("SQLite {path}: {e}")))?;
+                    }
                     let manager = ConnectionManager::<SqliteConnection>::new(path);
                     Pool::Sqlite(
                         r2d2::Pool::builder()
                             .max_size(pool_size.max(1))
                             .connection_timeout(timeout)
                             .connection_customizer(Box::new(setup))
+                            .error_handler(Box::new(errors.clone()))
                             .build(manager)
                             .map_err(|e| StoreError::Setup(format!("SQLite {path}: {e}")))?,
                     )
@@ -230,6 +260,7 @@ impl Db {
                             .max_size(pool_size.max(1))
                             .connection_timeout(timeout)
                             .connection_customizer(Box::new(setup))
+                            .error_handler(Box::new(errors.clone()))
                             .build(manager)
                             .map_err(|e| {
                                 StoreError::Setup(format!(
@@ -246,7 +277,11 @@ impl Db {
                 ));
             }
         };
-        let db = Db { pool, timeout };
+        let db = Db {
+            pool,
+            timeout,
+            connection_errors: errors.0,
+        };
         db.migrate()?;
         Ok(db)
     }
@@ -283,6 +318,12 @@ impl Db {
         }
         .map_err(|e| StoreError::Setup(format!("migrations: {e}")))?;
         Ok(ran)
+    }
+
+    /// Connections the pool failed to open since the start (it retried them).
+    pub fn connection_errors(&self) -> u64 {
+        self.connection_errors
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Connections in use and idle, for metrics.
