@@ -48,6 +48,9 @@ fn run() -> Result<(), String> {
     println!("cargo:rerun-if-changed=src/ui/package-lock.json");
     println!("cargo:rerun-if-changed=src/ui/node_modules/leaflet/package.json");
     println!("cargo:rerun-if-env-changed=NPM");
+    // `embed_migrations!` reads the migration folders at compile time, but only the files it
+    // includes are tracked: a new migration folder must rebuild the crate too.
+    println!("cargo:rerun-if-changed=migrations");
 
     let lock = read_text(&ui.join("package-lock.json"))?;
     let wanted = locked_version(&lock, "node_modules/leaflet")

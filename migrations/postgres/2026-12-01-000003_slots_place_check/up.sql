@@ -1,0 +1,77 @@
+-- A slot's place (same source) is checked once per statement instead of once per row.
+--
+-- PostgreSQL checks a foreign key with one cached `SELECT … FOR KEY SHARE` per row written;
+-- on a million-row snapshot `COPY` that query's executor set-up was about half of the
+-- backend's time (BENCHMARKS.md, "where PostgreSQL's time goes"). The key `slots_place_fkey`
+-- is replaced by statement-level triggers that keep each of its guarantees:
+-- - every slot written (INSERT, COPY, UPDATE, the upsert of a re-upload) refers to an
+--   existing place of its own source: after the statement, its transition table is
+--   anti-joined with `places` (one hash join), and a missing place raises
+--   `foreign_key_violation`, which rolls the whole statement back as the key did;
+-- - the places referred to are locked `FOR KEY SHARE` first, as the key's check locked each
+--   of them: a concurrent transaction deleting one (or changing its key) waits for this one;
+-- - deleting places deletes their slots (the key's `ON DELETE CASCADE`), in one statement;
+-- - a place's key `(source_id, id)` never changes, and `places` cannot be truncated while
+--   slots remain (the key refused both).
+-- SQLite keeps its two per-row keys (cheap there).
+ALTER TABLE slots DROP CONSTRAINT slots_place_fkey;
+
+CREATE FUNCTION slots_check_places() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    missing RECORD;
+BEGIN
+    PERFORM 1 FROM places p
+        WHERE (p.source_id, p.id) IN (SELECT DISTINCT w.source_id, w.place_id FROM written w)
+        FOR KEY SHARE OF p;
+    SELECT w.id, w.source_id, w.place_id INTO missing FROM written w
+        WHERE NOT EXISTS (
+            SELECT 1 FROM places p WHERE p.source_id = w.source_id AND p.id = w.place_id)
+        LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'slot % refers to place % of source %, which does not exist',
+                missing.id, missing.place_id, missing.source_id
+            USING ERRCODE = 'foreign_key_violation', TABLE = 'slots';
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER slots_place_inserted AFTER INSERT ON slots
+    REFERENCING NEW TABLE AS written
+    FOR EACH STATEMENT EXECUTE FUNCTION slots_check_places();
+CREATE TRIGGER slots_place_updated AFTER UPDATE ON slots
+    REFERENCING NEW TABLE AS written
+    FOR EACH STATEMENT EXECUTE FUNCTION slots_check_places();
+
+CREATE FUNCTION places_delete_slots() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM gone) THEN
+        DELETE FROM slots s USING gone g WHERE s.source_id = g.source_id AND s.place_id = g.id;
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER places_deleted AFTER DELETE ON places
+    REFERENCING OLD TABLE AS gone
+    FOR EACH STATEMENT EXECUTE FUNCTION places_delete_slots();
+
+CREATE FUNCTION places_key_unchanged() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'the key (source_id, id) of place % cannot change', OLD.id
+        USING ERRCODE = 'foreign_key_violation', TABLE = 'places';
+END $$;
+
+CREATE TRIGGER places_key_fixed BEFORE UPDATE OF source_id, id ON places
+    FOR EACH ROW WHEN (OLD.source_id IS DISTINCT FROM NEW.source_id OR OLD.id IS DISTINCT FROM NEW.id)
+    EXECUTE FUNCTION places_key_unchanged();
+
+CREATE FUNCTION places_truncate_alone() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM slots) THEN
+        RAISE EXCEPTION 'places cannot be truncated while slots remain (truncate slots with it)'
+            USING ERRCODE = 'foreign_key_violation', TABLE = 'places';
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER places_truncated AFTER TRUNCATE ON places
+    FOR EACH STATEMENT EXECUTE FUNCTION places_truncate_alone();
