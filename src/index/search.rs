@@ -504,7 +504,7 @@ fn soonest_within<'s>(
                     continue;
                 }
                 let pi = e.place as usize;
-                let p = snap.xyz[pi];
+                let p = snap.points[pi].xyz;
                 let c2 = (p[0] - origin[0]).powi(2)
                     + (p[1] - origin[1]).powi(2)
                     + (p[2] - origin[2]).powi(2);
@@ -632,7 +632,7 @@ fn nearest_starting_at<'s>(
                 if !when.admits_slot(e.attrs) || !reach.may_hold(e.xyz) {
                     continue;
                 }
-                let p = snap.xyz[pi];
+                let p = snap.points[pi].xyz;
                 let c2 = (p[0] - origin[0]).powi(2)
                     + (p[1] - origin[1]).powi(2)
                     + (p[2] - origin[2]).powi(2);

@@ -13,7 +13,7 @@
 //!   start the minimum, last start the maximum): a node the query's filter rejects holds no
 //!   place that filter admits.
 
-use super::PlaceSummary;
+use super::{PlacePoint, PlaceSummary};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
@@ -37,7 +37,7 @@ pub(crate) struct PlaceTree {
 
 impl PlaceTree {
     /// Packs the tree over places already in spatial order (`xyz`, `sums` in the same order).
-    pub(crate) fn new(xyz: &[[f64; 3]], sums: &[PlaceSummary]) -> Self {
+    pub(crate) fn new(xyz: &[PlacePoint], sums: &[PlaceSummary]) -> Self {
         let mut levels: Vec<Vec<Node>> = Vec::new();
         if xyz.is_empty() {
             return PlaceTree { levels };
@@ -46,8 +46,8 @@ impl PlaceTree {
             .iter()
             .zip(sums)
             .map(|(p, s)| Node {
-                lo: *p,
-                hi: *p,
+                lo: p.xyz,
+                hi: p.xyz,
                 sum: *s,
             })
             .collect();
@@ -69,7 +69,7 @@ impl PlaceTree {
     /// their boxes, a lower bound of their places' (`blocks == true`).
     pub(crate) fn nearest<'a, F: Fn(&PlaceSummary) -> bool + 'a>(
         &'a self,
-        xyz: &'a [[f64; 3]],
+        xyz: &'a [PlacePoint],
         sums: &'a [PlaceSummary],
         origin: [f64; 3],
         max_c2: f64,
@@ -149,7 +149,7 @@ pub(crate) struct Nearest<'a, F> {
     /// Level yielded: 0 places, 1 blocks.
     leaf: u32,
     tree: &'a PlaceTree,
-    xyz: &'a [[f64; 3]],
+    xyz: &'a [PlacePoint],
     sums: &'a [PlaceSummary],
     origin: [f64; 3],
     max_c2: f64,
@@ -192,6 +192,7 @@ impl<F: Fn(&PlaceSummary) -> bool> Nearest<'_, F> {
             if !(self.admits)(s) {
                 continue;
             }
+            let p = p.xyz;
             let c2 = (p[0] - o[0]).powi(2) + (p[1] - o[1]).powi(2) + (p[2] - o[2]).powi(2);
             if c2 <= self.max_c2 {
                 self.heap.push(Entry {
@@ -291,10 +292,14 @@ mod tests {
     #[test]
     fn walk_is_nearest_first_and_skips_rejected_places() {
         let n = 1000;
-        let xyz: Vec<[f64; 3]> = (0..n)
+        let xyz: Vec<PlacePoint> = (0..n)
             .map(|i| {
                 let (lat, lon) = (47.0 + (i % 37) as f64 * 0.01, -1.0 + (i / 37) as f64 * 0.01);
-                super::super::to_xyz(crate::domain::LatLon::new(lat, lon).unwrap())
+                PlacePoint {
+                    xyz: super::super::to_xyz(crate::domain::LatLon::new(lat, lon).unwrap()),
+                    first: 0,
+                    end: 0,
+                }
             })
             .collect();
         let sums: Vec<PlaceSummary> = (0..n)
@@ -322,7 +327,7 @@ mod tests {
         let mut want: Vec<(usize, f64)> = (0..n)
             .filter(|i| i % 3 == 1)
             .map(|i| {
-                let p = xyz[i];
+                let p = xyz[i].xyz;
                 let c2 = (p[0] - o[0]).powi(2) + (p[1] - o[1]).powi(2) + (p[2] - o[2]).powi(2);
                 (i, c2)
             })
