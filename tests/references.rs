@@ -10,17 +10,20 @@ use common::{Place, Row, TestApp, csv_feed, spawn_app};
 use diesel::prelude::*;
 use sasnp::store::DbConn;
 
-/// An app with two sources, each with one place and two slots.
+/// An app with two sources, each with two places and a slot at each.
 async fn two_sources() -> (TestApp, i64, i64) {
     let app = spawn_app().await;
     let cpts = app.nantes_cpts();
     let mut sources = Vec::new();
-    for (name, place) in [("a", Place::NantesCentre), ("b", Place::Reze)] {
+    for (name, first, second) in [
+        ("a", Place::NantesCentre, Place::SaintHerblain),
+        ("b", Place::Reze, Place::SuceSurErdre),
+    ] {
         let source = app.csv_source(&app.admin_token, &cpts).await;
         let (id1, id2) = (format!("{name}-1"), format!("{name}-2"));
         let rows = [
-            Row::new(&id1, "2026-11-23 11:00", place),
-            Row::new(&id2, "2026-11-23 12:00", place),
+            Row::new(&id1, "2026-11-23 11:00", first),
+            Row::new(&id2, "2026-11-23 12:00", second),
         ];
         let (status, report) = app
             .push_csv(&app.admin_token, source, csv_feed(&rows))
@@ -50,10 +53,18 @@ fn count(c: &mut DbConn, sql: &str) -> i64 {
         .n
 }
 
+/// The first place of `source` (the other: [`other_place_of`]).
 fn place_of(c: &mut DbConn, source: i64) -> i64 {
     count(
         c,
         &format!("SELECT MIN(id) AS n FROM places WHERE source_id = {source}"),
+    )
+}
+
+fn other_place_of(c: &mut DbConn, source: i64) -> i64 {
+    count(
+        c,
+        &format!("SELECT MAX(id) AS n FROM places WHERE source_id = {source}"),
     )
 }
 
@@ -89,20 +100,22 @@ async fn a_slot_must_refer_to_an_existing_place_of_its_own_source() {
     let moved = format!("UPDATE slots SET place_id = 999999 WHERE source_id = {a}");
     assert!(execute(&mut c, &moved).is_err());
     assert_eq!(count(&mut c, slots), 4);
-    assert_eq!(
-        count(
-            &mut c,
-            &format!("SELECT COUNT(*) AS n FROM slots WHERE place_id = {place_a}")
-        ),
-        2
-    );
+    let at_place_a = format!("SELECT COUNT(*) AS n FROM slots WHERE place_id = {place_a}");
+    assert_eq!(count(&mut c, &at_place_a), 1);
 
-    // its own source's place: accepted
+    // its own source's places: accepted, written or moved there
     assert_eq!(
         execute(&mut c, &copy_slot_sql(a, place_a, "extra")).unwrap(),
         1
     );
     assert_eq!(count(&mut c, slots), 5);
+    let other_a = other_place_of(&mut c, a);
+    let moved = format!("UPDATE slots SET place_id = {place_a} WHERE place_id = {other_a}");
+    assert_eq!(execute(&mut c, &moved).unwrap(), 1);
+    assert_eq!(count(&mut c, &at_place_a), 3);
+    // an update that leaves the place alone (what holds and bookings do)
+    let held = format!("UPDATE slots SET held_until = 1 WHERE source_id = {a}");
+    assert_eq!(execute(&mut c, &held).unwrap(), 3);
 
     // another source's place: refused on PostgreSQL, where the key is (source, place)
     // (SQLite's two keys check the place and the source apart)
@@ -155,8 +168,9 @@ async fn deleting_places_deletes_their_slots_and_a_place_keeps_its_key() {
     // places cannot be emptied under their slots
     assert!(execute(&mut c, "TRUNCATE places").is_err());
 
+    // the place's slot goes with it, the source's other place keeps its own
     assert_eq!(execute(&mut c, &delete).unwrap(), 1);
-    assert_eq!(slots_of(&mut c, a), 0);
+    assert_eq!(slots_of(&mut c, a), 1);
     assert_eq!(slots_of(&mut c, b), 2);
 }
 
@@ -187,7 +201,7 @@ async fn a_place_being_referred_to_cannot_be_deleted_until_the_writer_ends() {
     deleter.batch_execute(&delete).unwrap();
     let left = count(
         &mut conn(&app),
-        &format!("SELECT COUNT(*) AS n FROM slots WHERE source_id = {a}"),
+        &format!("SELECT COUNT(*) AS n FROM slots WHERE place_id = {place_a}"),
     );
     assert_eq!(left, 0);
 

@@ -10,11 +10,12 @@
 //! - a slot whose start has passed is history: kept when it leaves the feed;
 //! - snapshots of one source are applied one after the other (PostgreSQL: the source row is
 //!   locked; SQLite: one write transaction at a time);
-//! - a slot's place and source are checked by the database: on PostgreSQL one foreign key
-//!   `(source_id, place_id)` → `places (source_id, id)` (the place exists and belongs to the
-//!   slot's source; one check per row written instead of two), on SQLite the two keys
-//!   `source_id` and `place_id`. A place is written before the slots that refer to it, in the
-//!   same transaction.
+//! - a slot's place and source are checked by the database: on PostgreSQL by triggers that
+//!   keep what a foreign key `(source_id, place_id)` → `places (source_id, id)` guaranteed
+//!   (the place exists and belongs to the slot's source; inserts checked once per statement,
+//!   migration `2026-12-01-000003_slots_place_check`), on SQLite by the two keys `source_id`
+//!   and `place_id`. A place is written before the slots that refer to it, in the same
+//!   transaction.
 //!
 //! Two write paths: a source with no rows gets its rows inserted directly with ids taken
 //! beforehand (`write_fresh`; other work, such as building the index entries, can run beside

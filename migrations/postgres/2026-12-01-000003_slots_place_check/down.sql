@@ -4,7 +4,8 @@ DROP TRIGGER places_key_fixed ON places;
 DROP FUNCTION places_key_unchanged();
 DROP TRIGGER places_deleted ON places;
 DROP FUNCTION places_delete_slots();
-DROP TRIGGER slots_place_updated ON slots;
+DROP TRIGGER slots_place_moved ON slots;
+DROP FUNCTION slot_check_place();
 DROP TRIGGER slots_place_inserted ON slots;
 DROP FUNCTION slots_check_places();
 ALTER TABLE slots ADD CONSTRAINT slots_place_fkey FOREIGN KEY (source_id, place_id)

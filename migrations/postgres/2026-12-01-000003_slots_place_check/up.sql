@@ -4,12 +4,16 @@
 -- on a million-row snapshot `COPY` that query's executor set-up was about half of the
 -- backend's time (BENCHMARKS.md, "where PostgreSQL's time goes"). The key `slots_place_fkey`
 -- is replaced by statement-level triggers that keep each of its guarantees:
--- - every slot written (INSERT, COPY, UPDATE, the upsert of a re-upload) refers to an
+-- - every slot inserted (INSERT, COPY, the new rows of a re-upload's upsert) refers to an
 --   existing place of its own source: after the statement, its transition table is
 --   anti-joined with `places` (one hash join), and a missing place raises
 --   `foreign_key_violation`, which rolls the whole statement back as the key did;
--- - the places referred to are locked `FOR KEY SHARE` first, as the key's check locked each
---   of them: a concurrent transaction deleting one (or changing its key) waits for this one;
+-- - an UPDATE that changes a slot's `(source_id, place_id)` is checked row by row, as the key
+--   did; one that leaves them alone (holds, bookings, the upsert of unchanged rows) is not
+--   checked at all, as the key skipped it too (a statement-level check there would copy every
+--   updated row into a transition table: a re-upload updates a million);
+-- - the places referred to are locked `FOR KEY SHARE`, as the key's check locked each of them:
+--   a concurrent transaction deleting one (or changing its key) waits for this one;
 -- - deleting places deletes their slots (the key's `ON DELETE CASCADE`), in one statement;
 -- - a place's key `(source_id, id)` never changes, and `places` cannot be truncated while
 --   slots remain (the key refused both).
@@ -38,9 +42,22 @@ END $$;
 CREATE TRIGGER slots_place_inserted AFTER INSERT ON slots
     REFERENCING NEW TABLE AS written
     FOR EACH STATEMENT EXECUTE FUNCTION slots_check_places();
-CREATE TRIGGER slots_place_updated AFTER UPDATE ON slots
-    REFERENCING NEW TABLE AS written
-    FOR EACH STATEMENT EXECUTE FUNCTION slots_check_places();
+CREATE FUNCTION slot_check_place() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM 1 FROM places p WHERE p.source_id = NEW.source_id AND p.id = NEW.place_id
+        FOR KEY SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'slot % refers to place % of source %, which does not exist',
+                NEW.id, NEW.place_id, NEW.source_id
+            USING ERRCODE = 'foreign_key_violation', TABLE = 'slots';
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER slots_place_moved AFTER UPDATE OF source_id, place_id ON slots
+    FOR EACH ROW
+    WHEN (OLD.source_id IS DISTINCT FROM NEW.source_id OR OLD.place_id IS DISTINCT FROM NEW.place_id)
+    EXECUTE FUNCTION slot_check_place();
 
 CREATE FUNCTION places_delete_slots() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
