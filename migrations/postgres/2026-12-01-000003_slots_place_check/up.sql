@@ -1,9 +1,9 @@
--- A slot's place (same source) is checked once per statement instead of once per row.
+-- A slot's place (same source) is checked once per inserting statement instead of once per row.
 --
 -- PostgreSQL checks a foreign key with one cached `SELECT … FOR KEY SHARE` per row written;
 -- on a million-row snapshot `COPY` that query's executor set-up was about half of the
 -- backend's time (BENCHMARKS.md, "where PostgreSQL's time goes"). The key `slots_place_fkey`
--- is replaced by statement-level triggers that keep each of its guarantees:
+-- is replaced by triggers that keep each of its guarantees:
 -- - every slot inserted (INSERT, COPY, the new rows of a re-upload's upsert) refers to an
 --   existing place of its own source: after the statement, its transition table is
 --   anti-joined with `places` (one hash join), and a missing place raises
