@@ -36,13 +36,13 @@ pub(crate) struct PlaceTree {
 }
 
 impl PlaceTree {
-    /// Packs the tree over places already in spatial order (`xyz`, `sums` in the same order).
-    pub(crate) fn new(xyz: &[PlacePoint], sums: &[PlaceSummary]) -> Self {
+    /// Packs the tree over places already in spatial order (`points`, `sums` in the same order).
+    pub(crate) fn new(points: &[PlacePoint], sums: &[PlaceSummary]) -> Self {
         let mut levels: Vec<Vec<Node>> = Vec::new();
-        if xyz.is_empty() {
+        if points.is_empty() {
             return PlaceTree { levels };
         }
-        let mut below: Vec<Node> = xyz
+        let mut below: Vec<Node> = points
             .iter()
             .zip(sums)
             .map(|(p, s)| Node {
@@ -69,7 +69,7 @@ impl PlaceTree {
     /// their boxes, a lower bound of their places' (`blocks == true`).
     pub(crate) fn nearest<'a, F: Fn(&PlaceSummary) -> bool + 'a>(
         &'a self,
-        xyz: &'a [PlacePoint],
+        points: &'a [PlacePoint],
         sums: &'a [PlaceSummary],
         origin: [f64; 3],
         max_c2: f64,
@@ -79,7 +79,7 @@ impl PlaceTree {
         let mut it = Nearest {
             leaf: u32::from(blocks),
             tree: self,
-            xyz,
+            points,
             sums,
             origin,
             max_c2,
@@ -149,7 +149,7 @@ pub(crate) struct Nearest<'a, F> {
     /// Level yielded: 0 places, 1 blocks.
     leaf: u32,
     tree: &'a PlaceTree,
-    xyz: &'a [PlacePoint],
+    points: &'a [PlacePoint],
     sums: &'a [PlaceSummary],
     origin: [f64; 3],
     max_c2: f64,
@@ -184,7 +184,7 @@ impl<F: Fn(&PlaceSummary) -> bool> Nearest<'_, F> {
     /// Pushes the admitted places `range` that are near enough.
     fn push_places(&mut self, range: std::ops::Range<usize>) {
         let o = self.origin;
-        for (i, (p, s)) in self.xyz[range.clone()]
+        for (i, (p, s)) in self.points[range.clone()]
             .iter()
             .zip(&self.sums[range.clone()])
             .enumerate()
@@ -217,7 +217,7 @@ impl<F: Fn(&PlaceSummary) -> bool> Iterator for Nearest<'_, F> {
             }
             match e.level {
                 0 => unreachable!("places are below every yielded level"),
-                1 => self.push_places(first..(first + FANOUT).min(self.xyz.len())),
+                1 => self.push_places(first..(first + FANOUT).min(self.points.len())),
                 l => {
                     let below = l as usize - 2;
                     let end = (first + FANOUT).min(self.tree.levels[below].len());
@@ -292,7 +292,7 @@ mod tests {
     #[test]
     fn walk_is_nearest_first_and_skips_rejected_places() {
         let n = 1000;
-        let xyz: Vec<PlacePoint> = (0..n)
+        let points: Vec<PlacePoint> = (0..n)
             .map(|i| {
                 let (lat, lon) = (47.0 + (i % 37) as f64 * 0.01, -1.0 + (i / 37) as f64 * 0.01);
                 PlacePoint {
@@ -308,13 +308,27 @@ mod tests {
                 ..PlaceSummary::EMPTY
             })
             .collect();
-        let tree = PlaceTree::new(&xyz, &sums);
+        let tree = PlaceTree::new(&points, &sums);
         let o = super::super::to_xyz(crate::domain::LatLon::new(47.13, -0.87).unwrap());
         let got: Vec<(usize, f64)> = tree
-            .nearest(&xyz, &sums, o, 0.0001, |s| s.modalities & 0b010 != 0, false)
+            .nearest(
+                &points,
+                &sums,
+                o,
+                0.0001,
+                |s| s.modalities & 0b010 != 0,
+                false,
+            )
             .collect();
         let blocks: Vec<(usize, f64)> = tree
-            .nearest(&xyz, &sums, o, 0.0001, |s| s.modalities & 0b010 != 0, true)
+            .nearest(
+                &points,
+                &sums,
+                o,
+                0.0001,
+                |s| s.modalities & 0b010 != 0,
+                true,
+            )
             .collect();
         assert!(blocks.windows(2).all(|w| w[0].1 <= w[1].1));
         for &(i, c2) in &got {
@@ -327,7 +341,7 @@ mod tests {
         let mut want: Vec<(usize, f64)> = (0..n)
             .filter(|i| i % 3 == 1)
             .map(|i| {
-                let p = xyz[i].xyz;
+                let p = points[i].xyz;
                 let c2 = (p[0] - o[0]).powi(2) + (p[1] - o[1]).powi(2) + (p[2] - o[2]).powi(2);
                 (i, c2)
             })
