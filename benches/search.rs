@@ -8,7 +8,8 @@
 //! distribution (p50/p99/max over the 10 000 queries) is printed as a table — the figures in
 //! BENCHMARKS.md come from this run.
 //!
-//! `cargo bench --bench search` (`SASNP_BENCH_SIZES=100000,1000000` to choose sizes).
+//! `cargo bench --bench search` (`SASNP_BENCH_SIZES=100000,1000000` to choose sizes,
+//! `SASNP_BENCH_QUERIES=50000` for more queries than the default 10 000).
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use rand::rngs::StdRng;
@@ -387,7 +388,13 @@ fn main() {
         .unwrap_or_else(|| vec![100_000, 1_000_000, 5_000_000]);
     let model = DataModel::from_env();
     println!("data model: {model:?}");
-    let qs = queries(&geo, 10_000, 42);
+    // More queries make the single cold pass's p99 steadier (10 000 give it 100 samples).
+    let n_queries = std::env::var("SASNP_BENCH_QUERIES")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(10_000);
+    let qs = queries(&geo, n_queries, 42);
     let mut c = Criterion::default()
         .configure_from_args()
         .warm_up_time(Duration::from_secs(1))
