@@ -488,18 +488,18 @@ pub fn list_appointments(
 pub fn expire_holds(conn: &mut DbConn, now: i64) -> Result<Vec<(String, i64, i64)>, StoreError> {
     // Most rounds find nothing: ask first with a plain read, which on SQLite does not wait for
     // the write lock (a snapshot may hold it for many seconds), and only then write.
-    let lapsed = holds::table
+    let lapsed_holds = holds::table
         .filter(holds::status.eq("active"))
         .filter(holds::expires_at.le(now));
-    let any: bool = db_run!(&mut *conn, |c| diesel::select(diesel::dsl::exists(lapsed))
-        .get_result(c))?;
+    let any: bool = db_run!(&mut *conn, |c| diesel::select(diesel::dsl::exists(
+        lapsed_holds
+    ))
+    .get_result(c))?;
     if !any {
         return Ok(Vec::new());
     }
     write_tx(conn, |conn| {
-        let lapsed: Vec<(String, i64, i64)> = db_run!(&mut *conn, |c| holds::table
-            .filter(holds::status.eq("active"))
-            .filter(holds::expires_at.le(now))
+        let lapsed: Vec<(String, i64, i64)> = db_run!(&mut *conn, |c| lapsed_holds
             .select((holds::id, holds::slot_id, holds::account_id))
             .load(c))?;
         if lapsed.is_empty() {

@@ -140,15 +140,14 @@ struct ConnectionSetup {
 
 #[cfg(feature = "sqlite")]
 impl CustomizeConnection<SqliteConnection, r2d2::Error> for ConnectionSetup {
+    /// Per-connection settings. WAL is a property of the database file, not of a connection:
+    /// it is set once, before the pool opens ([`set_wal`]).
     fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), r2d2::Error> {
         conn.batch_execute(&format!(
             "PRAGMA busy_timeout = {}; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
             self.timeout.as_millis()
         ))
-        .map_err(r2d2::Error::QueryError)?;
-        // WAL is a property of the database file, set once before the pool opens
-        // ([`set_wal`]); a connection that finds it set (all of them, normally) takes no lock.
-        set_wal(conn).map_err(r2d2::Error::QueryError)
+        .map_err(r2d2::Error::QueryError)
     }
 }
 
@@ -157,7 +156,7 @@ impl CustomizeConnection<SqliteConnection, r2d2::Error> for ConnectionSetup {
 /// without waiting for `busy_timeout`) whenever another connection held the file — the pool's
 /// first connections, opened together on a new file, or any connection opened during a
 /// snapshot's write transaction. [`Db::connect`] therefore sets it on one connection before
-/// the pool opens the others, which then only read it.
+/// the pool opens the others; the mode stays with the file.
 #[cfg(feature = "sqlite")]
 fn set_wal(conn: &mut SqliteConnection) -> diesel::QueryResult<()> {
     use diesel::RunQueryDsl;
@@ -233,6 +232,8 @@ impl Db {
                             .map_err(|e| StoreError::Setup(format!("SQLite {path}: {e}")))?;
                         setup
                             .on_acquire(&mut first)
+                            .map_err(|e| StoreError::Setup(format!("SQLite {path}: {e}")))?;
+                        set_wal(&mut first)
                             .map_err(|e| StoreError::Setup(format!("SQLite {path}: {e}")))?;
                     }
                     let manager = ConnectionManager::<SqliteConnection>::new(path);
