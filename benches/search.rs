@@ -5,7 +5,7 @@
 //! they offer ([`DataModel::Practices`]; `SASNP_BENCH_DATA=uniform` gives the first model,
 //! where every place offers every profession and modality). Patient points: interior points of
 //! communes drawn by population. Criterion measures the mean per query; the per-query latency
-//! distribution (p50/p99/max over the 10 000 queries) is printed as a table — the figures in
+//! distribution (p50/p99/max over the queries, 10 000 by default) is printed as a table — the figures in
 //! BENCHMARKS.md come from this run.
 //!
 //! `cargo bench --bench search` (`SASNP_BENCH_SIZES=100000,1000000` to choose sizes,

@@ -80,7 +80,7 @@ fn copy_slot_sql(source: i64, place: i64, external_id: &str) -> String {
 }
 
 fn is_pg(app: &TestApp) -> bool {
-    app.db_url.starts_with("postgres")
+    app.state.db.backend() == sasnp::store::Backend::Postgres
 }
 
 #[tokio::test]

@@ -379,9 +379,9 @@ pub struct Snapshot {
     /// The distinct sources of `places` ([`Snapshot::place_sources`]).
     pub(crate) source_list: Vec<Arc<SourceMeta>>,
     pub slot_count: usize,
-    /// Per place (same order as `places`): what it may offer, and its source's index in
-    /// `source_list` (whose freshness rules it).
+    /// Per place (same order as `places`): what it may offer.
     pub(crate) summaries: Vec<PlaceSummary>,
+    /// Per place: its source's index in `source_list` (whose freshness rules it).
     pub(crate) place_sources: Vec<u32>,
     /// The slots that may be offered, place after place, each place's by start.
     pub(crate) keys: Vec<SlotKey>,

@@ -20,6 +20,15 @@
 -- SQLite keeps its two per-row keys (cheap there).
 ALTER TABLE slots DROP CONSTRAINT slots_place_fkey;
 
+-- The one refusal of both checks below.
+CREATE FUNCTION slots_place_missing(slot BIGINT, place BIGINT, source BIGINT) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'slot % refers to place % of source %, which does not exist',
+            slot, place, source
+        USING ERRCODE = 'foreign_key_violation', TABLE = 'slots';
+END $$;
+
 CREATE FUNCTION slots_check_places() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     missing RECORD;
@@ -32,9 +41,7 @@ BEGIN
             SELECT 1 FROM places p WHERE p.source_id = w.source_id AND p.id = w.place_id)
         LIMIT 1;
     IF FOUND THEN
-        RAISE EXCEPTION 'slot % refers to place % of source %, which does not exist',
-                missing.id, missing.place_id, missing.source_id
-            USING ERRCODE = 'foreign_key_violation', TABLE = 'slots';
+        PERFORM slots_place_missing(missing.id, missing.place_id, missing.source_id);
     END IF;
     RETURN NULL;
 END $$;
@@ -42,14 +49,13 @@ END $$;
 CREATE TRIGGER slots_place_inserted AFTER INSERT ON slots
     REFERENCING NEW TABLE AS written
     FOR EACH STATEMENT EXECUTE FUNCTION slots_check_places();
+
 CREATE FUNCTION slot_check_place() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM 1 FROM places p WHERE p.source_id = NEW.source_id AND p.id = NEW.place_id
         FOR KEY SHARE;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'slot % refers to place % of source %, which does not exist',
-                NEW.id, NEW.place_id, NEW.source_id
-            USING ERRCODE = 'foreign_key_violation', TABLE = 'slots';
+        PERFORM slots_place_missing(NEW.id, NEW.place_id, NEW.source_id);
     END IF;
     RETURN NULL;
 END $$;
