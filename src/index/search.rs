@@ -8,8 +8,8 @@
 //! answer says how far it went.
 
 use super::{
-    Attrs, CODE_OVERFLOW, CodeBits, PlaceEntry, PlaceSummary, SlotEntry, SlotIndex, Snapshot,
-    TimeKey, hour_mask, mode_bit,
+    Attrs, CODE_OVERFLOW, CodeBits, PlaceEntry, PlaceSummary, SlotEntry, SlotIndex, SlotKey,
+    Snapshot, TimeKey, hour_mask, mode_bit,
 };
 use crate::domain::LatLon;
 use crate::domain::slot::Modality;
@@ -775,15 +775,8 @@ fn soonest_by_places<'s>(
             if k.start >= cut.get().0 {
                 break;
             }
-            if filter.matches(q, k.attrs, || &place.slots[k.slot as usize])
-                && !index.is_taken(k.id, q.now)
-            {
-                hits.push(Hit {
-                    place,
-                    slot: k.slot as usize,
-                    distance_m: d,
-                    start: k.start,
-                });
+            if let Some(hit) = offered(place, k, d, filter, q, index) {
+                hits.push(hit);
                 soonest.push(k.start);
                 if soonest.len() > want {
                     soonest.pop();
@@ -821,18 +814,34 @@ fn scan_place<'s>(
         if k.start >= filter.to || added >= max {
             break;
         }
-        if filter.matches(q, k.attrs, || &place.slots[k.slot as usize])
-            && !index.is_taken(k.id, q.now)
-        {
-            hits.push(Hit {
-                place,
-                slot: k.slot as usize,
-                distance_m: d,
-                start: k.start,
-            });
+        if let Some(hit) = offered(place, k, d, filter, q, index) {
+            hits.push(hit);
             added += 1;
         }
     }
+}
+
+/// Key `k` of `place` (at `d` metres) as a hit, when its slot matches the query and no
+/// operator holds or booked it.
+#[inline]
+fn offered<'s>(
+    place: &'s Arc<PlaceEntry>,
+    k: &SlotKey,
+    d: f64,
+    filter: &PlaceFilter,
+    q: &Query,
+    index: &SlotIndex,
+) -> Option<Hit<'s>> {
+    if !filter.matches(q, k.attrs, || &place.slots[k.slot as usize]) || index.is_taken(k.id, q.now)
+    {
+        return None;
+    }
+    Some(Hit {
+        place,
+        slot: k.slot as usize,
+        distance_m: d,
+        start: k.start,
+    })
 }
 
 /// Shuffles hits within each [`NEUTRAL_BUCKET_M`] distance bucket (hits sorted by distance).
