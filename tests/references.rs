@@ -177,6 +177,7 @@ async fn deleting_places_deletes_their_slots_and_a_place_keeps_its_key() {
 /// The foreign key's check locked the place (`FOR KEY SHARE`) until the writing transaction
 /// ended, so that a concurrent delete waited and then took the new slot with it; the
 /// statement-level check must do the same.
+#[cfg(feature = "postgres")]
 #[tokio::test]
 async fn a_place_being_referred_to_cannot_be_deleted_until_the_writer_ends() {
     let (app, a, _) = two_sources().await;
