@@ -156,11 +156,15 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000_000);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    // One runtime per backend, dropped after its run: the server it spawned (and its pool)
+    // goes with it, before the scratch database is dropped.
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
     let start = chrono::Utc::now();
     let t = Instant::now();
     let geo = Geography::load(&Geography::default_dir()).unwrap();
@@ -179,7 +183,7 @@ fn main() {
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    rt.block_on(run("SQLite", url, body.clone(), feed.slots.len()));
+    runtime().block_on(run("SQLite", url, body.clone(), feed.slots.len()));
     #[cfg(feature = "postgres")]
     if let Ok(base) = std::env::var("SASNP_BENCH_PG_URL") {
         use diesel::{Connection, connection::SimpleConnection};
@@ -189,7 +193,7 @@ fn main() {
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .unwrap();
         let (prefix, _) = base.rsplit_once('/').unwrap();
-        rt.block_on(run(
+        runtime().block_on(run(
             "PostgreSQL",
             format!("{prefix}/{name}"),
             body,
