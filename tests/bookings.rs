@@ -363,6 +363,39 @@ async fn a_refresh_never_frees_a_booked_or_held_slot_and_reports_withdrawn_booki
     assert_eq!(result_ids(&app.search(&op, AT_NANTES).await.1), ["c"]);
 }
 
+#[tokio::test]
+async fn a_held_slot_that_leaves_the_feed_cannot_be_booked_until_it_comes_back() {
+    let (app, publisher, source, op) = setup(&two_slots()).await;
+    let b = app.slot_id_near_nantes(&op, "b").await;
+    let (_, h) = hold(&app, &op, b).await;
+    let only_a = &two_slots()[..1];
+    let (s, report) = app.push_csv(&publisher, source, csv_feed(only_a)).await;
+    assert_eq!(s, 200);
+    assert_eq!(report["booked_or_held_slots_withdrawn"], json!(["b"]));
+    assert_eq!(report["unchanged"], 1, "{report}");
+    assert_eq!(
+        slot_id_after_refresh(&app, &op, b, &h).await,
+        409,
+        "a withdrawn slot is not booked"
+    );
+    // Back in the feed, unchanged otherwise: the same row, no longer withdrawn.
+    let (s, report) = app
+        .push_csv(&publisher, source, csv_feed(&two_slots()))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        (
+            &report["inserted"],
+            &report["updated"],
+            &report["unchanged"]
+        ),
+        (&json!(0), &json!(1), &json!(1)),
+        "{report}"
+    );
+    assert_eq!(report["booked_or_held_slots_withdrawn"], json!([]));
+    assert_eq!(slot_id_after_refresh(&app, &op, b, &h).await, 201);
+}
+
 /// Confirms the hold `h` on `slot` after a refresh; returns the status.
 async fn slot_id_after_refresh(app: &TestApp, op: &str, _slot: i64, h: &serde_json::Value) -> u16 {
     let (s, _) = app

@@ -51,6 +51,20 @@ async fn a_second_snapshot_replaces_the_first() {
     );
     let (_, body) = app.search(&op, AT_NANTES).await;
     assert_eq!(result_ids(&body), ["a", "c"]);
+    let now = app.clock_now();
+    let (places, _) = app
+        .state
+        .db
+        .run(move |c| sasnp::store::slots::load_for_index(c, Some(source), now))
+        .await
+        .unwrap();
+    let mut names: Vec<_> = places.into_iter().filter_map(|p| p.name).collect();
+    names.sort();
+    assert_eq!(
+        names.len(),
+        2,
+        "the place only b used is gone with it: {names:?}"
+    );
     assert_eq!(
         body["results"][0]["start"], "2026-11-23T11:10:00+01:00",
         "the update is visible"
@@ -65,6 +79,73 @@ async fn a_second_snapshot_replaces_the_first() {
         .await;
     assert_eq!(s, 200);
     assert_eq!(report, r);
+}
+
+/// `(inserted, updated, unchanged, removed)` of an ingest report.
+fn counts(r: &serde_json::Value) -> (u64, u64, u64, u64) {
+    let n = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("{k} in {r}"));
+    (n("inserted"), n("updated"), n("unchanged"), n("removed"))
+}
+
+#[tokio::test]
+async fn a_snapshot_writes_only_what_changed_and_counts_the_rest_unchanged() {
+    let (app, publisher, source, op) = setup().await;
+    let first = [
+        Row::new("a", "2026-11-23 11:00", Place::NantesCentre),
+        Row::new("b", "2026-11-23 12:00", Place::Reze),
+        Row::new("c", "2026-11-23 13:00", Place::SaintHerblain),
+    ];
+    let (_, r) = app.push_csv(&publisher, source, csv_feed(&first)).await;
+    assert_eq!(counts(&r), (3, 0, 0, 0), "{r}");
+    let (_, before) = app.search(&op, AT_NANTES).await;
+
+    // The same agenda pushed again (a publisher that sends everything every day).
+    let (_, r) = app.push_csv(&publisher, source, csv_feed(&first)).await;
+    assert_eq!(counts(&r), (0, 0, 3, 0), "{r}");
+    assert_eq!(
+        app.search(&op, AT_NANTES).await.1["results"],
+        before["results"],
+        "same slots, same ids, same answer"
+    );
+
+    // One slot moved to another place, one gone, one new, one as it was.
+    let second = [
+        Row::new("a", "2026-11-23 11:00", Place::NantesCentre),
+        Row::new("b", "2026-11-23 12:00", Place::SaintHerblain),
+        Row::new("d", "2026-11-23 14:00", Place::Reze),
+    ];
+    let (_, r) = app.push_csv(&publisher, source, csv_feed(&second)).await;
+    assert_eq!(counts(&r), (1, 1, 1, 1), "{r}");
+    let (_, body) = app.search(&op, AT_NANTES).await;
+    assert_eq!(
+        result_ids(&body),
+        ["a", "d", "b"],
+        "nearest first: b moved away"
+    );
+    let id_of = |body: &serde_json::Value, ext: &str| {
+        body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["external_id"] == ext)
+            .map(|h| (h["slot_id"].clone(), h["place"]["name"].clone()))
+            .unwrap()
+    };
+    assert_eq!(id_of(&body, "a"), id_of(&before, "a"));
+    let (b_id, b_place) = id_of(&body, "b");
+    assert_eq!(b_id, id_of(&before, "b").0, "a changed slot keeps its id");
+    assert_ne!(b_place, id_of(&before, "b").1, "and shows its new place");
+
+    // A slot that started is history: when it leaves the feed it is kept, not removed.
+    app.clock.advance(chrono::Duration::minutes(65)); // 11:05 in Paris: `a` has started
+    // (the lines of b and d as they were: `csv_feed` numbers practitioners by line)
+    let without_a: String = csv_feed(&second)
+        .split_inclusive("\r\n")
+        .filter(|line| !line.starts_with("a;"))
+        .collect();
+    let (_, r) = app.push_csv(&publisher, source, without_a).await;
+    assert_eq!(counts(&r), (0, 0, 2, 0), "{r}");
+    assert_eq!(result_ids(&app.search(&op, AT_NANTES).await.1), ["d", "b"]);
 }
 
 #[tokio::test]

@@ -291,8 +291,7 @@ pub fn reload_source_from_feed(
     let meta = source_meta(&row, settings);
     let sources = HashMap::from([(row.id, meta.clone())]);
     let lap = std::time::Instant::now();
-    let (places, kept, written_taken) =
-        crate::store::slots::index_extras(conn, source_id, seq, now)?;
+    let (places, kept, written_taken) = crate::store::slots::index_extras(conn, source_id, now)?;
     tracing::debug!(ms = lap.elapsed().as_millis() as u64, "reload: extras read");
     let mut b = Builder::default();
     for r in &written_taken {

@@ -32,6 +32,7 @@ pub fn report_json(
     let mut v = serde_json::to_value(report).unwrap_or_else(|_| json!({}));
     if let Some(o) = outcome {
         v["updated"] = json!(o.updated);
+        v["unchanged"] = json!(o.unchanged);
         v["removed"] = json!(o.removed);
         v["inserted"] = json!(o.inserted);
         v["booked_or_held_slots_withdrawn"] = json!(o.kept_taken);

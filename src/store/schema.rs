@@ -87,6 +87,7 @@ diesel::table! {
         held_until -> Nullable<BigInt>,
         appointment_id -> Nullable<BigInt>,
         removed_from_feed_at -> Nullable<BigInt>,
+        feed_hash -> Nullable<BigInt>,
     }
 }
 

@@ -2,12 +2,15 @@
 //!
 //! Rules kept here:
 //! - a snapshot replaces the source's previous slots atomically (readers see old or new);
-//! - slot ids are stable across snapshots (upsert on `(source_id, external_id)`), so an id an
-//!   operator saw stays valid after a refresh;
+//! - slot ids are stable across snapshots (a row is matched on `(source_id, external_id)`), so
+//!   an id an operator saw stays valid after a refresh;
+//! - a row the snapshot holds unchanged is not written (`snapshot_seq` is the last snapshot
+//!   that wrote the row); a row that is not in the latest snapshot is marked
+//!   `removed_from_feed_at` (or deleted, below), and that mark is how every reader tells it;
 //! - a refresh never touches operator state (`hold_id`, `held_until`, `appointment_id`): a held
 //!   or booked slot is never turned back to free by a feed, and one that vanishes from its feed
-//!   while held or booked is kept and marked `removed_from_feed_at` (reported), not deleted;
-//! - a slot whose start has passed is history: kept when it leaves the feed;
+//!   while held or booked is kept and marked (reported), not deleted;
+//! - a slot whose start has passed is history: kept (and marked) when it leaves the feed;
 //! - snapshots of one source are applied one after the other (PostgreSQL: the source row is
 //!   locked; SQLite: one write transaction at a time);
 //! - a slot's place and source are checked by the database: on PostgreSQL by triggers that
@@ -19,8 +22,8 @@
 //!
 //! Two write paths: a source with no rows gets its rows inserted directly with ids taken
 //! beforehand (`write_fresh`; other work, such as building the index entries, can run beside
-//! the insert); a source with rows goes through a staging table and one upsert
-//! (`write_slots`).
+//! the insert); a source with rows gets the snapshot staged in a temporary table and compared
+//! with its rows by the database (`replace_existing`).
 
 use super::schema::{places, slots, sources};
 use super::{DbConn, StoreError, to_epoch};
@@ -72,11 +75,13 @@ struct NewPlace<'a> {
     snapshot_seq: i64,
 }
 
-/// The feed's columns of a slot row (the operator-state columns are never written by a
-/// feed), as staged before the upsert (see [`stage`]).
-#[derive(diesel::Insertable)]
+/// A slot row as the feed gives it (the operator-state columns are never written by a feed),
+/// with its row id: the existing row's for a row the snapshot changes (staged, then written
+/// over that row, see [`stage`]), one taken beforehand for a new row (see [`FreshSlot`]).
+#[derive(Clone, Copy, diesel::Insertable)]
 #[diesel(table_name = slots_stage, treat_none_as_default_value = false)]
 struct NewSlot<'a> {
+    id: i64,
     source_id: i64,
     external_id: &'a str,
     place_id: i64,
@@ -99,12 +104,13 @@ struct NewSlot<'a> {
     booking_phone: Option<&'a str>,
     capacity: i32,
     snapshot_seq: i64,
+    feed_hash: i64,
 }
 
-/// The same columns with the row id, written straight into `slots` when the source has no
-/// rows yet (see [`write_fresh`]). A copy of [`NewSlot`]'s fields on purpose: an `id` plus an
-/// embedded `NewSlot` (diesel's `#[diesel(embed)]`) does not compile with `COPY`
-/// (`diesel::copy_from(..).from_insertable` takes flat insertables only; tried on diesel 2.3).
+/// The same columns, inserted into `slots` (a new row). A copy of [`NewSlot`]'s fields on
+/// purpose: a derive targets one table, and an embedded struct (diesel's `#[diesel(embed)]`)
+/// does not compile with `COPY` (`diesel::copy_from(..).from_insertable` takes flat
+/// insertables only; tried on diesel 2.3).
 #[derive(diesel::Insertable)]
 #[diesel(table_name = slots, treat_none_as_default_value = false)]
 struct FreshSlot<'a> {
@@ -131,12 +137,13 @@ struct FreshSlot<'a> {
     booking_phone: Option<&'a str>,
     capacity: i32,
     snapshot_seq: i64,
+    feed_hash: i64,
 }
 
-impl<'a> FreshSlot<'a> {
-    fn new(id: i64, s: &NewSlot<'a>) -> Self {
+impl<'a> From<&NewSlot<'a>> for FreshSlot<'a> {
+    fn from(s: &NewSlot<'a>) -> Self {
         FreshSlot {
-            id,
+            id: s.id,
             source_id: s.source_id,
             external_id: s.external_id,
             place_id: s.place_id,
@@ -159,18 +166,82 @@ impl<'a> FreshSlot<'a> {
             booking_phone: s.booking_phone,
             capacity: s.capacity,
             snapshot_seq: s.snapshot_seq,
+            feed_hash: s.feed_hash,
         }
     }
 }
 
-/// A snapshot's slots go into this temporary table first (PostgreSQL: binary `COPY`; SQLite:
-/// multi-row plain `INSERT`s), then into `slots`
-/// in one `INSERT … SELECT … ON CONFLICT DO UPDATE`. Diesel never caches an upsert statement
-/// (`ON CONFLICT DO UPDATE` is always prepared again), so upserting chunk by chunk meant
-/// parsing and planning a 22 000-parameter statement a thousand times per million slots.
+/// The fingerprint of what a feed says of a slot (every column it writes but the key and
+/// `snapshot_seq`): the first 8 bytes of a SHA-256 over the columns, each tagged and
+/// length-prefixed, so that no two different rows encode alike. A row whose fingerprint has
+/// not changed is not written again. Changing this encoding makes every row look changed once
+/// (one full rewrite per source), never the reverse.
+fn feed_hash(s: &NewSlot<'_>, buf: &mut Vec<u8>) -> i64 {
+    use sha2::{Digest, Sha256};
+    fn text(buf: &mut Vec<u8>, v: Option<&str>) {
+        match v {
+            None => buf.push(0),
+            Some(t) => {
+                buf.push(1);
+                buf.extend_from_slice(&(t.len() as u64).to_le_bytes());
+                buf.extend_from_slice(t.as_bytes());
+            }
+        }
+    }
+    buf.clear();
+    for n in [s.place_id, s.start_at, s.end_at] {
+        buf.extend_from_slice(&n.to_le_bytes());
+    }
+    for n in [s.audience, s.capacity] {
+        buf.extend_from_slice(&n.to_le_bytes());
+    }
+    buf.push(u8::from(s.surnumeraire));
+    for t in [
+        Some(s.cpts_id),
+        Some(s.feed_status),
+        s.practitioner_id,
+        s.practitioner_name,
+        s.profession,
+        s.specialty,
+        s.structure_kind,
+        s.structure_id,
+        s.structure_name,
+        Some(s.modality),
+        s.appointment_type,
+        s.booking_url,
+        s.booking_phone,
+    ] {
+        text(buf, t);
+    }
+    let digest = Sha256::digest(&buf[..]);
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_le_bytes(first)
+}
+
+/// Sets every row's [`feed_hash`], on every core (a million rows take about a second on one).
+fn set_feed_hashes(rows: &mut [NewSlot<'_>]) {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    let per = rows.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        for part in rows.chunks_mut(per) {
+            scope.spawn(move || {
+                let mut buf = Vec::with_capacity(512);
+                for r in part {
+                    r.feed_hash = feed_hash(r, &mut buf);
+                }
+            });
+        }
+    });
+}
+
+/// The rows a snapshot changes go into this temporary table first (PostgreSQL: binary
+/// `COPY`; SQLite: plain `INSERT`s), then one `UPDATE … FROM` writes them over their rows —
+/// one set-wise statement instead of one per row.
 mod stage {
     diesel::table! {
-        slots_stage (external_id) {
+        slots_stage (id) {
+            id -> BigInt,
             source_id -> BigInt,
             external_id -> Text,
             place_id -> BigInt,
@@ -193,128 +264,113 @@ mod stage {
             booking_phone -> Nullable<Text>,
             capacity -> Integer,
             snapshot_seq -> BigInt,
+            feed_hash -> BigInt,
         }
     }
 
-    /// PostgreSQL: dropped at the end of the snapshot's transaction (commit or rollback).
-    #[cfg(feature = "postgres")]
-    pub const CREATE_PG: &str = "CREATE TEMPORARY TABLE slots_stage (
-        source_id BIGINT NOT NULL, external_id TEXT NOT NULL, place_id BIGINT NOT NULL,
+    /// The staged columns (`id` first), as both backends declare them.
+    const DECLARED: &str = "id BIGINT NOT NULL PRIMARY KEY, source_id BIGINT NOT NULL,
+        external_id TEXT NOT NULL, place_id BIGINT NOT NULL,
         cpts_id TEXT NOT NULL, start_at BIGINT NOT NULL, end_at BIGINT NOT NULL,
         feed_status TEXT NOT NULL, practitioner_id TEXT, practitioner_name TEXT,
         profession TEXT, specialty TEXT, structure_kind TEXT, structure_id TEXT,
         structure_name TEXT, modality TEXT NOT NULL, appointment_type TEXT,
         audience INTEGER NOT NULL, surnumeraire BOOLEAN NOT NULL, booking_url TEXT,
-        booking_phone TEXT, capacity INTEGER NOT NULL, snapshot_seq BIGINT NOT NULL
-    ) ON COMMIT DROP";
+        booking_phone TEXT, capacity INTEGER NOT NULL, snapshot_seq BIGINT NOT NULL,
+        feed_hash BIGINT NOT NULL";
+
+    /// PostgreSQL: dropped at the end of the snapshot's transaction (commit or rollback).
+    #[cfg(feature = "postgres")]
+    pub fn create_pg() -> String {
+        format!("CREATE TEMPORARY TABLE slots_stage ({DECLARED}) ON COMMIT DROP")
+    }
 
     /// SQLite (no `ON COMMIT DROP`): created inside the transaction (a rollback removes it),
     /// dropped before the commit.
     #[cfg(feature = "sqlite")]
-    pub const CREATE_SQLITE: &str = "DROP TABLE IF EXISTS temp.slots_stage;
-    CREATE TEMPORARY TABLE slots_stage (
-        source_id BIGINT NOT NULL, external_id TEXT NOT NULL, place_id BIGINT NOT NULL,
-        cpts_id TEXT NOT NULL, start_at BIGINT NOT NULL, end_at BIGINT NOT NULL,
-        feed_status TEXT NOT NULL, practitioner_id TEXT, practitioner_name TEXT,
-        profession TEXT, specialty TEXT, structure_kind TEXT, structure_id TEXT,
-        structure_name TEXT, modality TEXT NOT NULL, appointment_type TEXT,
-        audience INTEGER NOT NULL, surnumeraire BOOLEAN NOT NULL, booking_url TEXT,
-        booking_phone TEXT, capacity INTEGER NOT NULL, snapshot_seq BIGINT NOT NULL
-    )";
+    pub fn create_sqlite() -> String {
+        format!(
+            "DROP TABLE IF EXISTS temp.slots_stage; \
+             CREATE TEMPORARY TABLE slots_stage ({DECLARED}) WITHOUT ROWID"
+        )
+    }
 
     #[cfg(feature = "sqlite")]
     pub const DROP_SQLITE: &str = "DROP TABLE temp.slots_stage";
 
-    const COLUMNS: &str = "source_id, external_id, place_id, cpts_id, start_at, end_at, \
-        feed_status, practitioner_id, practitioner_name, profession, specialty, structure_kind, \
-        structure_id, structure_name, modality, appointment_type, audience, surnumeraire, \
-        booking_url, booking_phone, capacity, snapshot_seq";
-
-    /// The staged rows upserted: the feed's columns only (operator state is never in the update
-    /// list), `removed_from_feed_at` cleared.
-    pub fn upsert() -> String {
-        let updated: Vec<String> = COLUMNS
+    /// The staged rows written over their rows: the feed's columns only (operator state is
+    /// never written by a feed), `removed_from_feed_at` cleared (the row is in the feed).
+    pub fn update() -> String {
+        let set: Vec<String> = DECLARED
             .split(',')
-            .map(str::trim)
-            .filter(|c| !matches!(*c, "source_id" | "external_id"))
-            .map(|c| format!("{c} = EXCLUDED.{c}"))
+            .filter_map(|c| c.split_whitespace().next())
+            .filter(|c| !matches!(*c, "id" | "source_id" | "external_id"))
+            .map(|c| format!("{c} = s.{c}"))
             .collect();
         format!(
-            "INSERT INTO slots ({COLUMNS}) SELECT {COLUMNS} FROM slots_stage WHERE true \
-             ON CONFLICT (source_id, external_id) DO UPDATE SET {}, removed_from_feed_at = NULL \
-             RETURNING external_id, id",
-            updated.join(", ")
+            "UPDATE slots SET {}, removed_from_feed_at = NULL FROM slots_stage s \
+             WHERE slots.id = s.id",
+            set.join(", ")
         )
-    }
-
-    #[derive(diesel::QueryableByName)]
-    pub struct Written {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        pub external_id: String,
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        pub id: i64,
     }
 }
 use stage::slots_stage;
 
-/// Upserts the slot rows; returns `(external_id, id)` of each.
-fn write_slots(conn: &mut DbConn, rows: &[NewSlot<'_>]) -> Result<Vec<(String, i64)>, StoreError> {
+/// PostgreSQL: the statements of a snapshot each carry up to the whole feed; they get a bound
+/// fit for a million rows instead of the per-statement default (this transaction only).
+fn long_statements(conn: &mut DbConn) -> Result<(), StoreError> {
+    #[cfg(feature = "postgres")]
+    if let DbConn::Postgres(c) = conn {
+        use diesel::connection::SimpleConnection;
+        c.batch_execute("SET LOCAL statement_timeout = '600s'")?;
+    }
+    let _ = conn;
+    Ok(())
+}
+
+/// Writes the staged `rows` (each with its existing row id) over their rows.
+fn update_changed(conn: &mut DbConn, rows: &[NewSlot<'_>]) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    use diesel::connection::SimpleConnection;
     match conn {
         #[cfg(feature = "sqlite")]
         DbConn::Sqlite(c) => {
-            use diesel::connection::SimpleConnection;
             let c: &mut diesel::SqliteConnection = c;
-            c.batch_execute(stage::CREATE_SQLITE)?;
-            // Plain inserts (no ON CONFLICT: SQLite runs them without index lookups), one row
-            // per statement: see `write_fresh`.
+            c.batch_execute(&stage::create_sqlite())?;
+            // One row per statement: see `copy_fresh`.
             for row in rows {
                 diesel::insert_into(slots_stage::table)
                     .values(row)
                     .execute(c)?;
             }
-            let written: Vec<stage::Written> = diesel::sql_query(stage::upsert()).load(c)?;
+            diesel::sql_query(stage::update()).execute(c)?;
             c.batch_execute(stage::DROP_SQLITE)?;
-            Ok(written.into_iter().map(|w| (w.external_id, w.id)).collect())
         }
         #[cfg(feature = "postgres")]
         DbConn::Postgres(c) => {
-            use diesel::connection::SimpleConnection;
             let c: &mut diesel::PgConnection = c;
-            // Two statements carry the whole snapshot: they get a bound fit for a million
-            // rows instead of the per-statement default (this transaction only).
-            c.batch_execute("SET LOCAL statement_timeout = '600s'")?;
-            c.batch_execute(stage::CREATE_PG)?;
+            c.batch_execute(&stage::create_pg())?;
             diesel::copy_from(slots_stage::table)
                 .from_insertable(rows)
                 .execute(c)?;
-            let written: Vec<stage::Written> = diesel::sql_query(stage::upsert()).load(c)?;
-            Ok(written.into_iter().map(|w| (w.external_id, w.id)).collect())
+            // Temporary tables are never analysed by autovacuum: without statistics the
+            // planner cannot size the join.
+            c.batch_execute("ANALYZE slots_stage")?;
+            diesel::sql_query(stage::update()).execute(c)?;
         }
     }
+    Ok(())
 }
 
-/// Inserts the slot rows of a source that has none (its first snapshot, or one after an
-/// empty feed): no staging table, no conflict to resolve, no previous row to compare. The ids
-/// are taken first (PostgreSQL: from the column's sequence; SQLite: above the table's
-/// `AUTOINCREMENT` high-water mark, which the write lock of this transaction keeps ours), so
-/// the rows go in by `COPY` / plain multi-row `INSERT` and nothing is read back.
-/// `beside` runs on another thread while the rows are written, with the ids of everything the
-/// snapshot writes. Returns `external_id → id` and what `beside` returned.
-fn write_fresh<T: Send>(
-    conn: &mut DbConn,
-    rows: &[NewSlot<'_>],
-    places: &HashMap<String, i64>,
-    beside: &WhileWriting<'_, T>,
-) -> Result<(HashMap<String, i64>, T), StoreError> {
-    if rows.is_empty() {
-        let ids = WrittenIds {
-            places: places.clone(),
-            slots: HashMap::new(),
-        };
-        let extra = beside(&ids);
-        return Ok((ids.slots, extra));
+/// `n` new row ids: PostgreSQL from the column's sequence; SQLite above the table's
+/// `AUTOINCREMENT` high-water mark, which the write lock of this transaction keeps ours.
+fn take_ids(conn: &mut DbConn, n: usize) -> Result<Vec<i64>, StoreError> {
+    if n == 0 {
+        return Ok(Vec::new());
     }
-    let n = i64::try_from(rows.len()).unwrap_or(i64::MAX);
+    let n = i64::try_from(n).unwrap_or(i64::MAX);
     let ids: Vec<i64> = match conn {
         #[cfg(feature = "sqlite")]
         DbConn::Sqlite(c) => {
@@ -332,8 +388,6 @@ fn write_fresh<T: Send>(
         }
         #[cfg(feature = "postgres")]
         DbConn::Postgres(c) => {
-            use diesel::connection::SimpleConnection;
-            c.batch_execute("SET LOCAL statement_timeout = '600s'")?;
             // One array, not a million rows (reading the ids row by row took longer than the
             // sequence took to give them), and the sequence looked up once, not per id
             // (`OFFSET 0` keeps the planner from inlining the look-up into every row: 4.2 s
@@ -348,19 +402,33 @@ fn write_fresh<T: Send>(
             .ids
         }
     };
-    if ids.len() != rows.len() {
+    if ids.len() as i64 != n {
         return Err(StoreError::Other(anyhow::anyhow!(
-            "{} row ids for {} slots",
-            ids.len(),
-            rows.len()
+            "{} row ids for {n} slots",
+            ids.len()
         )));
     }
     tracing::debug!(n, "snapshot: row ids taken");
-    let fresh: Vec<FreshSlot<'_>> = rows
-        .iter()
-        .zip(&ids)
-        .map(|(r, &id)| FreshSlot::new(id, r))
-        .collect();
+    Ok(ids)
+}
+
+/// Inserts the slot rows of a source that has none (its first snapshot, or one after an
+/// empty feed): no staging table, no previous row to compare. The ids are taken first
+/// ([`take_ids`]), so the rows go in by `COPY` / plain `INSERT`s and nothing is read back.
+/// `beside` runs on another thread while the rows are written, with the ids of everything the
+/// snapshot writes. Returns `external_id → id` and what `beside` returned.
+fn write_fresh<T: Send>(
+    conn: &mut DbConn,
+    rows: &mut [NewSlot<'_>],
+    places: &HashMap<String, i64>,
+    beside: &WhileWriting<'_, T>,
+) -> Result<(HashMap<String, i64>, T), StoreError> {
+    let ids = take_ids(conn, rows.len())?;
+    for (r, id) in rows.iter_mut().zip(ids) {
+        r.id = id;
+    }
+    let rows = &*rows;
+    let fresh: Vec<FreshSlot<'_>> = rows.iter().map(FreshSlot::from).collect();
     // Every id is known now: `beside` works on another core while the database takes the rows.
     std::thread::scope(|scope| {
         let side = std::thread::Builder::new()
@@ -370,8 +438,7 @@ fn write_fresh<T: Send>(
                     places: places.clone(),
                     slots: rows
                         .iter()
-                        .zip(&ids)
-                        .map(|(r, &id)| (r.external_id.to_string(), id))
+                        .map(|r| (r.external_id.to_string(), r.id))
                         .collect(),
                 };
                 let extra = beside(&ids);
@@ -387,8 +454,11 @@ fn write_fresh<T: Send>(
     })
 }
 
-/// The rows of [`write_fresh`], ids included, into `slots`.
+/// New rows, ids included, into `slots`.
 fn copy_fresh(conn: &mut DbConn, fresh: &[FreshSlot<'_>]) -> Result<(), StoreError> {
+    if fresh.is_empty() {
+        return Ok(());
+    }
     match conn {
         #[cfg(feature = "sqlite")]
         DbConn::Sqlite(c) => {
@@ -425,7 +495,10 @@ struct NextIds {
 pub struct SnapshotOutcome {
     pub seq: i64,
     pub inserted: u64,
+    /// Rows of the source that the snapshot changed (or that came back to it).
     pub updated: u64,
+    /// Rows of the source that the snapshot holds as they were (not written).
+    pub unchanged: u64,
     pub removed: u64,
     /// External ids of slots that left the feed while held or booked (kept, reported).
     pub kept_taken: Vec<String>,
@@ -532,6 +605,7 @@ pub fn replace_snapshot_beside<T: Send>(
                 let pr = s.practitioner.as_ref();
                 let st = s.structure.as_ref();
                 Ok(NewSlot {
+                    id: 0, // set when written
                     source_id,
                     external_id: &s.external_id,
                     place_id: *place_ids.get(&*s.place_key).ok_or_else(|| {
@@ -560,21 +634,28 @@ pub fn replace_snapshot_beside<T: Send>(
                     booking_phone: s.booking_phone.as_deref(),
                     capacity: i32::try_from(s.capacity).unwrap_or(i32::MAX),
                     snapshot_seq: seq,
+                    feed_hash: 0,
                 })
             })
             .collect::<Result<_, StoreError>>()?;
+        set_feed_hashes(&mut rows);
+        tracing::debug!(
+            ms = lap.elapsed().as_millis() as u64,
+            "snapshot: rows prepared"
+        );
         // In key order, the unique index on `(source_id, external_id)` is filled page after
         // page instead of at random places: a million rows inserted next to another million
         // took 68 s on PostgreSQL (128 MB of shared buffers) in random order, 11 s in key
         // order (BENCHMARKS.md). Byte order is the `C` collation's; another one only makes
         // the gain smaller.
         rows.sort_unstable_by(|a, b| a.external_id.cmp(b.external_id));
-        let ((slot_ids, inserted, removed, kept_taken), extra) = if before == 0 {
-            let (written, extra) = replace_none(conn, source_id, seq, &rows, &place_ids, beside)?;
+        let (written, extra) = if before == 0 {
+            let (written, extra) =
+                replace_none(conn, source_id, seq, &mut rows, &place_ids, beside)?;
             (written, Some(extra))
         } else {
             (
-                replace_existing(conn, source_id, seq, now_s, before, &rows)?,
+                replace_existing(conn, source_id, seq, now_s, &mut rows)?,
                 None,
             )
         };
@@ -582,16 +663,17 @@ pub fn replace_snapshot_beside<T: Send>(
             ms = lap.elapsed().as_millis() as u64,
             "snapshot: slots written, vanished handled"
         );
-        let written = slot_ids.len() as u64;
+        let held = written.ids.len() as u64;
         let outcome = SnapshotOutcome {
             seq,
-            inserted,
-            updated: written.saturating_sub(inserted),
-            removed,
-            kept_taken,
+            inserted: written.inserted,
+            updated: written.updated,
+            unchanged: held.saturating_sub(written.inserted + written.updated),
+            removed: written.removed,
+            kept_taken: written.kept_taken,
             ids: WrittenIds {
                 places: place_ids,
-                slots: slot_ids,
+                slots: written.ids,
             },
         };
         let report_json = report(&outcome);
@@ -614,8 +696,17 @@ pub fn replace_snapshot_beside<T: Send>(
     Ok(written)
 }
 
-/// What the slot rows of a snapshot did: `(external_id → id, inserted, removed, kept_taken)`.
-type SlotsWritten = (HashMap<String, i64>, u64, u64, Vec<String>);
+/// What the slot rows of a snapshot did.
+#[derive(Debug, Default)]
+struct SlotsWritten {
+    /// `external_id` → row id of every slot of the snapshot.
+    ids: HashMap<String, i64>,
+    inserted: u64,
+    /// Rows that existed and that the snapshot changed (or brought back to the feed).
+    updated: u64,
+    removed: u64,
+    kept_taken: Vec<String>,
+}
 
 /// The slots of a source that has none (`before == 0`): nothing to update, nothing can have
 /// vanished, no row holds operator state.
@@ -623,7 +714,7 @@ fn replace_none<T: Send>(
     conn: &mut DbConn,
     source_id: i64,
     seq: i64,
-    rows: &[NewSlot<'_>],
+    rows: &mut [NewSlot<'_>],
     places: &HashMap<String, i64>,
     beside: &WhileWriting<'_, T>,
 ) -> Result<(SlotsWritten, T), StoreError> {
@@ -635,78 +726,163 @@ fn replace_none<T: Send>(
             .filter(places::snapshot_seq.lt(seq)),
     )
     .execute(c))?;
-    let inserted = slot_ids.len() as u64;
-    Ok(((slot_ids, inserted, 0, Vec::new()), extra))
+    let written = SlotsWritten {
+        inserted: slot_ids.len() as u64,
+        ids: slot_ids,
+        ..SlotsWritten::default()
+    };
+    Ok((written, extra))
 }
 
-/// The slots of a source that has `before` rows: upserted, then the rows the snapshot did not
-/// write are handled (see the module's rules).
+/// Ids per statement in `IN (…)` lists on SQLite (PostgreSQL takes one array).
+const IDS_PER_STATEMENT: usize = 10_000;
+
+/// The slots of a source that has rows. Its rows' keys and fingerprints ([`feed_hash`]) are
+/// read and compared with the snapshot's: only the rows the snapshot changes are written (a
+/// daily push of an unchanged agenda writes nothing but the rows that left it), new rows are
+/// inserted, and the rows it does not hold are handled (see the module's rules).
 fn replace_existing(
     conn: &mut DbConn,
     source_id: i64,
     seq: i64,
     now_s: i64,
-    before: i64,
-    rows: &[NewSlot<'_>],
+    rows: &mut [NewSlot<'_>],
 ) -> Result<SlotsWritten, StoreError> {
-    let slot_ids: HashMap<String, i64> = write_slots(conn, rows)?.into_iter().collect();
-    let after: i64 = db_run!(&mut *conn, |c| slots::table
+    let lap = std::time::Instant::now();
+    long_statements(conn)?;
+    type Existing = (i64, String, Option<i64>, i64, Option<i64>);
+    let existing: Vec<Existing> = db_run!(&mut *conn, |c| slots::table
         .filter(slots::source_id.eq(source_id))
-        .count()
-        .get_result(c))?;
-    let inserted = (after - before).max(0) as u64;
+        .select((
+            slots::id,
+            slots::external_id,
+            slots::feed_hash,
+            slots::start_at,
+            slots::removed_from_feed_at,
+        ))
+        .load(c))?;
+    let mut by_key: HashMap<&str, &Existing> = existing.iter().map(|r| (r.1.as_str(), r)).collect();
+    let (mut changed, mut new) = (Vec::new(), Vec::new());
+    for (i, r) in rows.iter_mut().enumerate() {
+        match by_key.remove(r.external_id) {
+            None => new.push(i),
+            Some(&(id, _, hash, _, removed)) => {
+                r.id = id;
+                // A row that had left the feed is written too: its mark is cleared.
+                if hash != Some(r.feed_hash) || removed.is_some() {
+                    changed.push(*r);
+                }
+            }
+        }
+    }
+    // What is left are the rows the snapshot does not hold.
+    let vanished: Vec<i64> = by_key.values().map(|r| r.0).collect();
+    let future: Vec<i64> = by_key
+        .values()
+        .filter(|r| r.3 > now_s)
+        .map(|r| r.0)
+        .collect();
+    drop(by_key);
+    tracing::debug!(
+        ms = lap.elapsed().as_millis() as u64,
+        existing = existing.len(),
+        changed = changed.len(),
+        new = new.len(),
+        vanished = vanished.len(),
+        "snapshot: rows compared"
+    );
 
-    // Vanished future slots: kept and marked when held or booked, deleted otherwise.
-    // Vanished slots whose start has passed are history (offered, then gone): kept for
-    // the computed statistics; the index only reads slots that have not ended.
-    let vanished = slots::source_id
-        .eq(source_id)
-        .and(slots::snapshot_seq.lt(seq))
-        .and(slots::start_at.gt(now_s));
+    update_changed(conn, &changed)?;
+    let ids = take_ids(conn, new.len())?;
+    for (&i, id) in new.iter().zip(ids) {
+        rows[i].id = id;
+    }
+    let fresh: Vec<FreshSlot<'_>> = new.iter().map(|&i| FreshSlot::from(&rows[i])).collect();
+    copy_fresh(conn, &fresh)?;
+    tracing::debug!(
+        ms = lap.elapsed().as_millis() as u64,
+        "snapshot: changed and new rows written"
+    );
+
+    // Rows the snapshot does not hold: future ones are deleted unless held or booked (the
+    // condition is checked again here: a hold may have come since they were read); the rest
+    // — held or booked, or history (offered, then gone, kept for the computed statistics) —
+    // are marked, and the mark is how every reader tells a row that left its feed.
     let taken = slots::appointment_id.is_not_null().or(slots::hold_id
         .is_not_null()
         .and(slots::held_until.gt(now_s)));
-    let kept_taken: Vec<String> = db_run!(&mut *conn, |c| {
-        let ids: Vec<String> = slots::table
-            .filter(vanished)
-            .filter(taken)
-            .select(slots::external_id)
-            .load(c)?;
-        diesel::update(
+    let chunk = match conn.backend() {
+        super::Backend::Sqlite => IDS_PER_STATEMENT,
+        super::Backend::Postgres => usize::MAX,
+    };
+    let mut removed = 0u64;
+    for ids in future.chunks(chunk) {
+        removed += db_run!(&mut *conn, |c| diesel::delete(
             slots::table
-                .filter(vanished)
-                .filter(taken)
-                .filter(slots::removed_from_feed_at.is_null()),
+                .filter(slots::id.eq_any(ids))
+                .filter(diesel::dsl::not(taken))
+        )
+        .execute(c))? as u64;
+    }
+    let mut kept_taken: Vec<String> = Vec::new();
+    for ids in vanished.chunks(chunk) {
+        db_run!(&mut *conn, |c| diesel::update(
+            slots::table
+                .filter(slots::id.eq_any(ids))
+                .filter(slots::removed_from_feed_at.is_null())
         )
         .set(slots::removed_from_feed_at.eq(now_s))
-        .execute(c)?;
-        Ok::<_, diesel::result::Error>(ids)
-    })?;
-    let removed = db_run!(&mut *conn, |c| diesel::delete(
-        slots::table
-            .filter(vanished)
-            .filter(diesel::dsl::not(taken))
-    )
-    .execute(c))? as u64;
-    // Places the snapshot did not write and no slot refers to any more. Written per backend:
-    // PostgreSQL runs `NOT IN (subquery)` over a million slots as a plain subplan (one scan
-    // per old place), `NOT EXISTS` as one hash anti-join; SQLite has no index on `place_id`
-    // to run `NOT EXISTS` with, and builds one for `NOT IN`.
-    let unused_places = match conn.backend() {
-        super::Backend::Sqlite => {
-            "DELETE FROM places WHERE source_id = ?1 AND snapshot_seq < ?2 \
-             AND id NOT IN (SELECT place_id FROM slots WHERE source_id = ?1)"
-        }
-        super::Backend::Postgres => {
-            "DELETE FROM places WHERE source_id = $1 AND snapshot_seq < $2 \
-             AND NOT EXISTS (SELECT 1 FROM slots WHERE slots.place_id = places.id)"
-        }
-    };
-    db_run!(&mut *conn, |c| diesel::sql_query(unused_places)
-        .bind::<diesel::sql_types::BigInt, _>(source_id)
-        .bind::<diesel::sql_types::BigInt, _>(seq)
         .execute(c))?;
-    Ok((slot_ids, inserted, removed, kept_taken))
+    }
+    // The future ones still there are held or booked: reported.
+    for ids in future.chunks(chunk) {
+        kept_taken.extend(db_run!(&mut *conn, |c| slots::table
+            .filter(slots::id.eq_any(ids))
+            .select(slots::external_id)
+            .load::<String>(c))?);
+    }
+    kept_taken.sort_unstable();
+    tracing::debug!(
+        ms = lap.elapsed().as_millis() as u64,
+        removed,
+        "snapshot: rows out of the feed handled"
+    );
+    // Places the snapshot did not write and no slot refers to any more (looked for only when
+    // the snapshot left some place out: the look-up reads every row of the source). Written
+    // per backend: PostgreSQL runs `NOT IN (subquery)` over a million slots as a plain
+    // subplan (one scan per old place), `NOT EXISTS` as one hash anti-join; SQLite has no
+    // index on `place_id` to run `NOT EXISTS` with, and builds one for `NOT IN`.
+    let left_out: i64 = db_run!(&mut *conn, |c| places::table
+        .filter(places::source_id.eq(source_id))
+        .filter(places::snapshot_seq.lt(seq))
+        .count()
+        .get_result(c))?;
+    if left_out > 0 {
+        let unused_places = match conn.backend() {
+            super::Backend::Sqlite => {
+                "DELETE FROM places WHERE source_id = ?1 AND snapshot_seq < ?2 \
+                 AND id NOT IN (SELECT place_id FROM slots WHERE source_id = ?1)"
+            }
+            super::Backend::Postgres => {
+                "DELETE FROM places WHERE source_id = $1 AND snapshot_seq < $2 \
+                 AND NOT EXISTS (SELECT 1 FROM slots WHERE slots.place_id = places.id)"
+            }
+        };
+        db_run!(&mut *conn, |c| diesel::sql_query(unused_places)
+            .bind::<diesel::sql_types::BigInt, _>(source_id)
+            .bind::<diesel::sql_types::BigInt, _>(seq)
+            .execute(c))?;
+    }
+    Ok(SlotsWritten {
+        ids: rows
+            .iter()
+            .map(|r| (r.external_id.to_string(), r.id))
+            .collect(),
+        inserted: new.len() as u64,
+        updated: changed.len() as u64,
+        removed,
+        kept_taken,
+    })
 }
 
 /// SQLite's default page cache (`PRAGMA cache_size = -2000`).
@@ -796,16 +972,16 @@ pub fn load_for_index(
     })?)
 }
 
-/// The source's places, the rows a snapshot did not write, the taken rows it wrote.
+/// The source's places, the rows out of its feed, the taken rows of its feed.
 pub type IndexExtras = (Vec<PlaceRow>, Vec<SlotRow>, Vec<SlotRow>);
 
-/// What the index needs of one source besides the snapshot just written (`seq`): the places,
-/// the rows the snapshot did not write that have not ended (history still running, held or
-/// booked slots that left the feed), and the operator state of the rows it wrote.
+/// What the index needs of one source besides the snapshot just written: the places, the rows
+/// that are not in the feed and have not ended (history still running, held or booked slots
+/// that left the feed: marked `removed_from_feed_at`), and the operator state of the rows of
+/// the feed that are held or booked.
 pub fn index_extras(
     conn: &mut DbConn,
     source_id: i64,
-    seq: i64,
     now: i64,
 ) -> Result<IndexExtras, StoreError> {
     Ok(db_run!(conn, |c| {
@@ -814,28 +990,20 @@ pub fn index_extras(
             .select(PlaceRow::as_select())
             .load(c)?;
         // One pass over the source's rows for both (there is no index to find either).
-        let rows: Vec<(SlotRow, i64)> = slots::table
+        let rows: Vec<SlotRow> = slots::table
             .filter(slots::source_id.eq(source_id))
             .filter(slots::end_at.gt(now))
             .filter(
-                slots::snapshot_seq
-                    .lt(seq)
-                    .or(slots::snapshot_seq.eq(seq).and(
-                        slots::appointment_id
-                            .is_not_null()
-                            .or(slots::held_until.is_not_null()),
-                    )),
+                slots::removed_from_feed_at
+                    .is_not_null()
+                    .or(slots::appointment_id.is_not_null())
+                    .or(slots::held_until.is_not_null()),
             )
-            .select((SlotRow::as_select(), slots::snapshot_seq))
+            .select(SlotRow::as_select())
             .load(c)?;
-        let (mut kept, mut taken) = (Vec::new(), Vec::new());
-        for (row, row_seq) in rows {
-            if row_seq < seq {
-                kept.push(row);
-            } else {
-                taken.push(row);
-            }
-        }
+        let (kept, taken) = rows
+            .into_iter()
+            .partition(|r| r.removed_from_feed_at.is_some());
         Ok::<_, diesel::result::Error>((places, kept, taken))
     })?)
 }
@@ -850,4 +1018,177 @@ pub fn cpts_of(conn: &mut DbConn, ids: &[i64]) -> Result<HashMap<i64, String>, S
         .select((slots::id, slots::cpts_id))
         .load(c))?;
     Ok(rows.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row() -> NewSlot<'static> {
+        NewSlot {
+            id: 7,
+            source_id: 1,
+            external_id: "a",
+            place_id: 3,
+            cpts_id: "cpts-nantes",
+            start_at: 1_800_000_000,
+            end_at: 1_800_001_200,
+            feed_status: "free",
+            practitioner_id: Some("810000000001"),
+            practitioner_name: Some("Dr A"),
+            profession: Some("10"),
+            specialty: Some("SM54"),
+            structure_kind: None,
+            structure_id: None,
+            structure_name: None,
+            modality: "AMB",
+            appointment_type: Some("ROUTINE"),
+            audience: 1,
+            surnumeraire: false,
+            booking_url: Some("https://rdv.example/a"),
+            booking_phone: Some("+33240000000"),
+            capacity: 1,
+            snapshot_seq: 4,
+            feed_hash: 0,
+        }
+    }
+
+    #[test]
+    fn the_fingerprint_changes_with_every_column_a_feed_writes_and_only_with_those() {
+        let mut buf = Vec::new();
+        let base = row();
+        let h = feed_hash(&base, &mut buf);
+        // Not part of what the feed says of the slot: the row id, the key, the snapshot.
+        let same = [
+            NewSlot { id: 8, ..base },
+            NewSlot {
+                source_id: 2,
+                ..base
+            },
+            NewSlot {
+                external_id: "b",
+                ..base
+            },
+            NewSlot {
+                snapshot_seq: 5,
+                ..base
+            },
+            NewSlot {
+                feed_hash: 9,
+                ..base
+            },
+        ];
+        for r in &same {
+            assert_eq!(feed_hash(r, &mut buf), h);
+        }
+        let changed = [
+            NewSlot {
+                place_id: 4,
+                ..base
+            },
+            NewSlot {
+                cpts_id: "cpts-reze",
+                ..base
+            },
+            NewSlot {
+                start_at: base.start_at + 60,
+                ..base
+            },
+            NewSlot {
+                end_at: base.end_at + 60,
+                ..base
+            },
+            NewSlot {
+                feed_status: "busy",
+                ..base
+            },
+            NewSlot {
+                practitioner_id: None,
+                ..base
+            },
+            NewSlot {
+                practitioner_name: Some("Dr B"),
+                ..base
+            },
+            NewSlot {
+                profession: Some("60"),
+                ..base
+            },
+            NewSlot {
+                specialty: None,
+                ..base
+            },
+            NewSlot {
+                structure_kind: Some("MSP"),
+                ..base
+            },
+            NewSlot {
+                structure_id: Some("1440000000"),
+                ..base
+            },
+            NewSlot {
+                structure_name: Some("MSP de Rezé"),
+                ..base
+            },
+            NewSlot {
+                modality: "HH",
+                ..base
+            },
+            NewSlot {
+                appointment_type: Some("WALKIN"),
+                ..base
+            },
+            NewSlot {
+                audience: 3,
+                ..base
+            },
+            NewSlot {
+                surnumeraire: true,
+                ..base
+            },
+            NewSlot {
+                booking_url: None,
+                ..base
+            },
+            NewSlot {
+                booking_phone: Some("+33240000001"),
+                ..base
+            },
+            NewSlot {
+                capacity: 2,
+                ..base
+            },
+            // No two encodings alike: an empty text is not a missing one, and text moved
+            // from one column to the next is not the same row.
+            NewSlot {
+                booking_url: Some(""),
+                booking_phone: None,
+                ..base
+            },
+            NewSlot {
+                practitioner_name: Some("Dr A1"),
+                profession: Some("0"),
+                ..base
+            },
+        ];
+        let mut seen = std::collections::HashSet::from([h]);
+        for (i, r) in changed.iter().enumerate() {
+            assert!(seen.insert(feed_hash(r, &mut buf)), "change {i} not seen");
+        }
+    }
+
+    #[test]
+    fn fingerprints_set_on_every_core_are_the_ones_of_each_row() {
+        let mut rows: Vec<NewSlot<'static>> = (0..1000)
+            .map(|i| NewSlot {
+                start_at: 1_800_000_000 + i * 60,
+                ..row()
+            })
+            .collect();
+        set_feed_hashes(&mut rows);
+        let mut buf = Vec::new();
+        for r in &rows {
+            assert_eq!(r.feed_hash, feed_hash(r, &mut buf));
+        }
+    }
 }
