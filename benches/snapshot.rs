@@ -6,7 +6,9 @@
 //!
 //! `cargo bench --all-features --bench snapshot` (`SASNP_BENCH_SLOTS=…` to change the size,
 //! `SASNP_BENCH_LOG=sasnp=debug` to print the phases of each ingest, `SASNP_BENCH_AGAIN=1` to
-//! time a second upload of the same snapshot, which updates rows instead of inserting them;
+//! time a second upload of the same snapshot into a source that has its rows (nothing to
+//! write), `SASNP_BENCH_AGAIN=moved` the same slots all moved by 15 minutes (every row
+//! rewritten);
 //! `SASNP_BENCH_PG_URL=postgres://postgres@127.0.0.1:5432/test` adds PostgreSQL: a scratch
 //! database is created and dropped).
 
@@ -30,7 +32,13 @@ fn p99(mut v: Vec<Duration>) -> (Duration, Duration, usize) {
     (v[n / 2], v[(n * 99 / 100).min(n - 1)], n)
 }
 
-async fn run(label: &str, database_url: String, body: actix_web::web::Bytes, slots: usize) {
+async fn run(
+    label: &str,
+    database_url: String,
+    body: actix_web::web::Bytes,
+    again: Option<actix_web::web::Bytes>,
+    slots: usize,
+) {
     let settings = Settings {
         bind: "127.0.0.1:0".into(),
         database_url,
@@ -116,7 +124,6 @@ async fn run(label: &str, database_url: String, body: actix_web::web::Bytes, slo
         .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let busy = measure(stop.clone(), resident.clone(), qs.clone());
-    let body_again = body.clone();
     let (report, took) = put(id, body).await;
     stop.store(true, Ordering::Relaxed);
     let busy = busy.join().unwrap();
@@ -125,11 +132,14 @@ async fn run(label: &str, database_url: String, body: actix_web::web::Bytes, slo
         searchable, searchable_alone,
         "both uploads make the same slots searchable"
     );
-    if std::env::var_os("SASNP_BENCH_AGAIN").is_some() {
-        // The same snapshot again: every row exists already (the upsert path, not the first
-        // load's plain insert).
-        let (_, again) = put(id, body_again).await;
-        eprintln!("{label}: the same snapshot again took {again:.2?}");
+    if let Some(body) = again {
+        // A second snapshot into a source that has its rows (not the first load's plain
+        // insert).
+        let (report, took) = put(id, body).await;
+        eprintln!(
+            "{label}: the second snapshot took {took:.2?} (inserted {}, updated {}, unchanged {}, removed {})",
+            report["inserted"], report["updated"], report["unchanged"], report["removed"]
+        );
     }
     let (ip50, ip99, _) = p99(idle);
     let (bp50, bp99, bn) = p99(busy);
@@ -171,6 +181,18 @@ fn main() {
     let feed =
         sasnp::ingest::generate::generate_on(&GenSpec::new(11, slots, slots / 50, start), &geo);
     let body = actix_web::web::Bytes::from(to_ndjson(&feed));
+    let again = match std::env::var("SASNP_BENCH_AGAIN").as_deref() {
+        Err(_) => None,
+        Ok("moved") => {
+            let later = start + chrono::Duration::minutes(15);
+            let moved = sasnp::ingest::generate::generate_on(
+                &GenSpec::new(11, slots, slots / 50, later),
+                &geo,
+            );
+            Some(actix_web::web::Bytes::from(to_ndjson(&moved)))
+        }
+        Ok(_) => Some(body.clone()),
+    };
     eprintln!(
         "generated {} slots, {} MB of NDJSON in {:.2?}",
         feed.slots.len(),
@@ -183,7 +205,13 @@ fn main() {
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    runtime().block_on(run("SQLite", url, body.clone(), feed.slots.len()));
+    runtime().block_on(run(
+        "SQLite",
+        url,
+        body.clone(),
+        again.clone(),
+        feed.slots.len(),
+    ));
     #[cfg(feature = "postgres")]
     if let Ok(base) = std::env::var("SASNP_BENCH_PG_URL") {
         use diesel::{Connection, connection::SimpleConnection};
@@ -197,6 +225,7 @@ fn main() {
             "PostgreSQL",
             format!("{prefix}/{name}"),
             body,
+            again,
             feed.slots.len(),
         ));
         let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
