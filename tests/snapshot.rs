@@ -151,10 +151,11 @@ async fn texts_survive_the_bulk_write_and_the_index_from_the_feed_equals_a_reloa
         let (outcome, rows) = state
             .db
             .run_long(move |c| {
-                // As a `PUT` applies it: the first round builds the index entries beside the
-                // write, the second from the feed and what the store read back.
+                // As a `PUT` applies it: the first round inserts into a source with no rows,
+                // the second compares with the first's rows. Both build the index entries from
+                // the feed beside the write.
                 let (o, phases) = store_as_put(c, &st, source, &f, now)?;
-                assert_eq!(phases.beside, round == 0, "round {round}");
+                assert_eq!(phases.first, round == 0, "round {round}");
                 let rows = sasnp::store::slots::load_for_index(c, Some(source), now.timestamp())?;
                 Ok((o, rows))
             })
@@ -312,7 +313,7 @@ async fn two_concurrent_first_snapshots_of_a_source_both_apply_one_after_the_oth
                         &[],
                         now,
                         &|_| "{}".into(),
-                        &|_| (),
+                        &|_, _| (),
                     )?;
                     Ok((o.seq, n))
                 })

@@ -265,23 +265,76 @@ pub fn reload_source(
     Ok(())
 }
 
-/// Reloads one source right after its snapshot `seq` committed, building the entries of the
-/// slots it wrote from `feed` and the row ids the store returned (`ids`), instead of reading
-/// every row back. Rows the snapshot did not write but the index shows (not ended: history
-/// still running, held or booked slots that left the feed) and the operator state are read.
+/// The entries of the slots a snapshot writes into a source that had rows, built from the
+/// feed and the row ids while the rows are written (see
+/// [`crate::store::slots::replace_snapshot_beside`]) and completed by [`install_feed_entries`]
+/// once the snapshot has committed.
+pub struct FeedEntries(Builder);
+
+/// Builds [`FeedEntries`]: the same values as a round trip through the rows.
+pub fn prepare_feed_entries(feed: &NormalizedFeed, ids: &WrittenIds, now: i64) -> FeedEntries {
+    let mut b = Builder::default();
+    b.add_feed(feed, ids, now);
+    FeedEntries(b)
+}
+
+/// Index entries built beside a snapshot's write: for a source's first snapshot, or for one
+/// into a source that had rows.
+pub enum Prepared {
+    First(FirstSnapshot),
+    Feed(FeedEntries),
+}
+
+/// Builds what the index needs of a snapshot while its rows are written (`had_rows`: whether
+/// the source had rows before it).
+pub fn prepare(
+    settings: &Settings,
+    source: &SourceRow,
+    feed: &NormalizedFeed,
+    ids: &WrittenIds,
+    now: i64,
+    had_rows: bool,
+) -> Prepared {
+    if had_rows {
+        Prepared::Feed(prepare_feed_entries(feed, ids, now))
+    } else {
+        Prepared::First(prepare_first(settings, source, feed, ids, now))
+    }
+}
+
+/// Puts what [`prepare`] built in the index after snapshot `seq` of `source_id` committed.
+pub fn install(
+    conn: &mut DbConn,
+    settings: &Settings,
+    index: &SlotIndex,
+    source_id: i64,
+    seq: i64,
+    prepared: Prepared,
+    now: i64,
+) -> Result<(), StoreError> {
+    match prepared {
+        Prepared::First(first) => install_first(conn, settings, index, seq, first, now),
+        Prepared::Feed(entries) => {
+            install_feed_entries(conn, settings, index, source_id, now, seq, entries)
+        }
+    }
+}
+
+/// Reloads one source right after its snapshot `seq` committed, with the entries of the slots
+/// it wrote built from the feed ([`FeedEntries`]) instead of read back. Rows the snapshot did
+/// not write but the index shows (not ended: history still running, held or booked slots that
+/// left the feed) and the operator state are read.
 ///
 /// Reloads are serialised, and one whose snapshot is no longer the source's latest falls back
 /// to [`reload_source`]: the index never goes back to an older snapshot.
-#[allow(clippy::too_many_arguments)]
-pub fn reload_source_from_feed(
+pub fn install_feed_entries(
     conn: &mut DbConn,
     settings: &Settings,
     index: &SlotIndex,
     source_id: i64,
     now: i64,
     seq: i64,
-    feed: &NormalizedFeed,
-    ids: &WrittenIds,
+    entries: FeedEntries,
 ) -> Result<(), StoreError> {
     let _one_at_a_time = index.reload_guard();
     let row = crate::store::sources::get(conn, source_id)?;
@@ -293,14 +346,13 @@ pub fn reload_source_from_feed(
     let lap = std::time::Instant::now();
     let (places, kept, written_taken) = crate::store::slots::index_extras(conn, source_id, now)?;
     tracing::debug!(ms = lap.elapsed().as_millis() as u64, "reload: extras read");
-    let mut b = Builder::default();
+    let FeedEntries(mut b) = entries;
     for r in &written_taken {
         b.note_taken(r);
     }
     for r in kept {
         b.add_row(r);
     }
-    b.add_feed(feed, ids, now);
     let entries = b.places(places, &sources);
     tracing::debug!(
         ms = lap.elapsed().as_millis() as u64,

@@ -118,7 +118,7 @@ pub async fn apply(
                 parse_ms = parse_time.as_millis() as u64,
                 store_ms = phases.store.as_millis() as u64,
                 index_ms = phases.index.as_millis() as u64,
-                index_beside_store = phases.beside,
+                first_snapshot = phases.first,
                 "feed applied"
             );
             Ok(final_report.into_inner())
@@ -149,14 +149,15 @@ pub struct Phases {
     pub store: std::time::Duration,
     /// The index refresh after the commit.
     pub index: std::time::Duration,
-    /// Whether the index entries were built during the write (a source's first snapshot).
-    pub beside: bool,
+    /// Whether the source had no rows before (its first snapshot: plain inserts, and no row
+    /// of an earlier snapshot for the index to read back).
+    pub first: bool,
 }
 
 /// Stores `feed` as the new snapshot of `source` (one transaction), then refreshes the index.
-/// On a source's first snapshot the index entries are built on another core while the rows
-/// are written (every row id is known before they go in), and only put in place after the
-/// commit; otherwise the index is built from the feed and what the store read back.
+/// The index entries of the snapshot's slots are built from the feed on another core while the
+/// rows are written (every row id is known before they go in), and put in place after the
+/// commit, with what the index needs of the source's other rows read then.
 #[allow(clippy::too_many_arguments)]
 pub fn store_snapshot(
     conn: &mut crate::store::DbConn,
@@ -170,7 +171,7 @@ pub fn store_snapshot(
 ) -> Result<(SnapshotOutcome, Phases), StoreError> {
     let at = now.timestamp();
     let t = std::time::Instant::now();
-    let (written, first) = crate::store::slots::replace_snapshot_beside(
+    let (written, prepared) = crate::store::slots::replace_snapshot_beside(
         conn,
         source.id,
         &source.cpts_id,
@@ -178,31 +179,17 @@ pub fn store_snapshot(
         deleted,
         now,
         report,
-        &|ids| crate::index::load::prepare_first(settings, source, feed, ids, at),
+        &|ids, had_rows| crate::index::load::prepare(settings, source, feed, ids, at, had_rows),
     )?;
     let store = t.elapsed();
     // The database committed: now the index (readers switch to the new snapshot at once).
     let t = std::time::Instant::now();
-    let beside = first.is_some();
-    match first {
-        Some(first) => {
-            crate::index::load::install_first(conn, settings, index, written.seq, first, at)?
-        }
-        None => crate::index::load::reload_source_from_feed(
-            conn,
-            settings,
-            index,
-            source.id,
-            at,
-            written.seq,
-            feed,
-            &written.ids,
-        )?,
-    }
+    let first = matches!(prepared, crate::index::load::Prepared::First(_));
+    crate::index::load::install(conn, settings, index, source.id, written.seq, prepared, at)?;
     let phases = Phases {
         store,
         index: t.elapsed(),
-        beside,
+        first,
     };
     Ok((written, phases))
 }

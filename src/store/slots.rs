@@ -412,24 +412,16 @@ fn take_ids(conn: &mut DbConn, n: usize) -> Result<Vec<i64>, StoreError> {
     Ok(ids)
 }
 
-/// Inserts the slot rows of a source that has none (its first snapshot, or one after an
-/// empty feed): no staging table, no previous row to compare. The ids are taken first
-/// ([`take_ids`]), so the rows go in by `COPY` / plain `INSERT`s and nothing is read back.
-/// `beside` runs on another thread while the rows are written, with the ids of everything the
-/// snapshot writes. Returns `external_id → id` and what `beside` returned.
-fn write_fresh<T: Send>(
-    conn: &mut DbConn,
-    rows: &mut [NewSlot<'_>],
+/// Runs `write` on this thread while `beside` runs on another with the ids of every slot of
+/// the snapshot (`rows`, their ids set) and `had_rows`. Returns what `write` returned,
+/// `external_id → id` and what `beside` returned.
+fn while_writing<T: Send, R>(
+    rows: &[NewSlot<'_>],
     places: &HashMap<String, i64>,
+    had_rows: bool,
     beside: &WhileWriting<'_, T>,
-) -> Result<(HashMap<String, i64>, T), StoreError> {
-    let ids = take_ids(conn, rows.len())?;
-    for (r, id) in rows.iter_mut().zip(ids) {
-        r.id = id;
-    }
-    let rows = &*rows;
-    let fresh: Vec<FreshSlot<'_>> = rows.iter().map(FreshSlot::from).collect();
-    // Every id is known now: `beside` works on another core while the database takes the rows.
+    write: impl FnOnce() -> Result<R, StoreError>,
+) -> Result<(R, HashMap<String, i64>, T), StoreError> {
     std::thread::scope(|scope| {
         let side = std::thread::Builder::new()
             .name("snapshot-side".into())
@@ -441,17 +433,38 @@ fn write_fresh<T: Send>(
                         .map(|r| (r.external_id.to_string(), r.id))
                         .collect(),
                 };
-                let extra = beside(&ids);
+                let extra = beside(&ids, had_rows);
                 (ids.slots, extra)
             })
             .map_err(|e| StoreError::Other(e.into()))?;
-        let copied = copy_fresh(conn, &fresh);
+        let written = write();
         let side = side
             .join()
-            .map_err(|_| StoreError::Other(anyhow::anyhow!("the work beside the copy panicked")));
-        copied?;
-        side
+            .map_err(|_| StoreError::Other(anyhow::anyhow!("the work beside the write panicked")));
+        let written = written?;
+        let (ids, extra) = side?;
+        Ok((written, ids, extra))
     })
+}
+
+/// Inserts the slot rows of a source that has none (its first snapshot, or one after an
+/// empty feed): no staging table, no previous row to compare. The ids are taken first
+/// ([`take_ids`]), so the rows go in by `COPY` / plain `INSERT`s and nothing is read back;
+/// `beside` works on another core meanwhile. Returns `external_id → id` and what `beside`
+/// returned.
+fn write_fresh<T: Send>(
+    conn: &mut DbConn,
+    rows: &mut [NewSlot<'_>],
+    places: &HashMap<String, i64>,
+    beside: &WhileWriting<'_, T>,
+) -> Result<(HashMap<String, i64>, T), StoreError> {
+    let ids = take_ids(conn, rows.len())?;
+    for (r, id) in rows.iter_mut().zip(ids) {
+        r.id = id;
+    }
+    let fresh: Vec<FreshSlot<'_>> = rows.iter().map(FreshSlot::from).collect();
+    let ((), ids, extra) = while_writing(rows, places, false, beside, || copy_fresh(conn, &fresh))?;
+    Ok((ids, extra))
 }
 
 /// New rows, ids included, into `slots`.
@@ -516,15 +529,16 @@ pub struct WrittenIds {
     pub slots: HashMap<String, i64>,
 }
 
-/// Work done beside the write of a first snapshot (see [`replace_snapshot_beside`]).
-pub type WhileWriting<'a, T> = dyn Fn(&WrittenIds) -> T + Sync + 'a;
+/// Work done beside the write of a snapshot (see [`replace_snapshot_beside`]); its second
+/// argument tells whether the source had rows before the snapshot.
+pub type WhileWriting<'a, T> = dyn Fn(&WrittenIds, bool) -> T + Sync + 'a;
 
 /// Replaces the slots of `source_id` by `feed` in one write transaction. `deleted` are ids the
 /// feed explicitly withdrew (`entered-in-error`). `report` builds the JSON report to store with
-/// the outcome (it sees the final counts). When the source has no rows yet (its first
-/// snapshot: every id is known before the rows go in), `beside` runs on another thread while
-/// the slot rows are written, with the ids the snapshot writes; what it returns comes back with
-/// the outcome (`None` when the source had rows: nothing ran beside).
+/// the outcome (it sees the final counts). Once every id is known (taken beforehand for new
+/// rows, read for existing ones) and before the rows are written, `beside` runs on another
+/// thread while they are, with the ids of every slot of the snapshot; what it returns comes
+/// back with the outcome.
 #[allow(clippy::too_many_arguments)]
 pub fn replace_snapshot_beside<T: Send>(
     conn: &mut DbConn,
@@ -535,7 +549,7 @@ pub fn replace_snapshot_beside<T: Send>(
     now: chrono::DateTime<chrono::Utc>,
     report: &dyn Fn(&SnapshotOutcome) -> String,
     beside: &WhileWriting<'_, T>,
-) -> Result<(SnapshotOutcome, Option<T>), StoreError> {
+) -> Result<(SnapshotOutcome, T), StoreError> {
     let now_s = to_epoch(now);
     let new_places: Vec<NewPlace<'_>> = feed
         .places
@@ -650,14 +664,9 @@ pub fn replace_snapshot_beside<T: Send>(
         // the gain smaller.
         rows.sort_unstable_by(|a, b| a.external_id.cmp(b.external_id));
         let (written, extra) = if before == 0 {
-            let (written, extra) =
-                replace_none(conn, source_id, seq, &mut rows, &place_ids, beside)?;
-            (written, Some(extra))
+            replace_none(conn, source_id, seq, &mut rows, &place_ids, beside)?
         } else {
-            (
-                replace_existing(conn, source_id, seq, now_s, &mut rows)?,
-                None,
-            )
+            replace_existing(conn, source_id, seq, now_s, &mut rows, &place_ids, beside)?
         };
         tracing::debug!(
             ms = lap.elapsed().as_millis() as u64,
@@ -741,13 +750,16 @@ const IDS_PER_STATEMENT: usize = 10_000;
 /// read and compared with the snapshot's: only the rows the snapshot changes are written (a
 /// daily push of an unchanged agenda writes nothing but the rows that left it), new rows are
 /// inserted, and the rows it does not hold are handled (see the module's rules).
-fn replace_existing(
+#[allow(clippy::too_many_arguments)]
+fn replace_existing<T: Send>(
     conn: &mut DbConn,
     source_id: i64,
     seq: i64,
     now_s: i64,
     rows: &mut [NewSlot<'_>],
-) -> Result<SlotsWritten, StoreError> {
+    places: &HashMap<String, i64>,
+    beside: &WhileWriting<'_, T>,
+) -> Result<(SlotsWritten, T), StoreError> {
     let lap = std::time::Instant::now();
     long_statements(conn)?;
     type Existing = (i64, String, Option<i64>, i64, Option<i64>);
@@ -792,97 +804,100 @@ fn replace_existing(
         "snapshot: rows compared"
     );
 
-    update_changed(conn, &changed)?;
     let ids = take_ids(conn, new.len())?;
     for (&i, id) in new.iter().zip(ids) {
         rows[i].id = id;
     }
     let fresh: Vec<FreshSlot<'_>> = new.iter().map(|&i| FreshSlot::from(&rows[i])).collect();
-    copy_fresh(conn, &fresh)?;
-    tracing::debug!(
-        ms = lap.elapsed().as_millis() as u64,
-        "snapshot: changed and new rows written"
-    );
+    // Every id is known now: `beside` works on another core while the database is written.
+    let (written, ids, extra) = while_writing(rows, places, true, beside, || {
+        update_changed(conn, &changed)?;
+        copy_fresh(conn, &fresh)?;
+        tracing::debug!(
+            ms = lap.elapsed().as_millis() as u64,
+            "snapshot: changed and new rows written"
+        );
 
-    // Rows the snapshot does not hold: future ones are deleted unless held or booked (the
-    // condition is checked again here: a hold may have come since they were read); the rest
-    // — held or booked, or history (offered, then gone, kept for the computed statistics) —
-    // are marked, and the mark is how every reader tells a row that left its feed.
-    let taken = slots::appointment_id.is_not_null().or(slots::hold_id
-        .is_not_null()
-        .and(slots::held_until.gt(now_s)));
-    let chunk = match conn.backend() {
-        super::Backend::Sqlite => IDS_PER_STATEMENT,
-        super::Backend::Postgres => usize::MAX,
-    };
-    let mut removed = 0u64;
-    for ids in future.chunks(chunk) {
-        removed += db_run!(&mut *conn, |c| diesel::delete(
-            slots::table
-                .filter(slots::id.eq_any(ids))
-                .filter(diesel::dsl::not(taken))
-        )
-        .execute(c))? as u64;
-    }
-    let mut kept_taken: Vec<String> = Vec::new();
-    for ids in vanished.chunks(chunk) {
-        db_run!(&mut *conn, |c| diesel::update(
-            slots::table
-                .filter(slots::id.eq_any(ids))
-                .filter(slots::removed_from_feed_at.is_null())
-        )
-        .set(slots::removed_from_feed_at.eq(now_s))
-        .execute(c))?;
-    }
-    // The future ones still there are held or booked: reported.
-    for ids in future.chunks(chunk) {
-        kept_taken.extend(db_run!(&mut *conn, |c| slots::table
-            .filter(slots::id.eq_any(ids))
-            .select(slots::external_id)
-            .load::<String>(c))?);
-    }
-    kept_taken.sort_unstable();
-    tracing::debug!(
-        ms = lap.elapsed().as_millis() as u64,
-        removed,
-        "snapshot: rows out of the feed handled"
-    );
-    // Places the snapshot did not write and no slot refers to any more (looked for only when
-    // the snapshot left some place out: the look-up reads every row of the source). Written
-    // per backend: PostgreSQL runs `NOT IN (subquery)` over a million slots as a plain
-    // subplan (one scan per old place), `NOT EXISTS` as one hash anti-join; SQLite has no
-    // index on `place_id` to run `NOT EXISTS` with, and builds one for `NOT IN`.
-    let left_out: i64 = db_run!(&mut *conn, |c| places::table
-        .filter(places::source_id.eq(source_id))
-        .filter(places::snapshot_seq.lt(seq))
-        .count()
-        .get_result(c))?;
-    if left_out > 0 {
-        let unused_places = match conn.backend() {
-            super::Backend::Sqlite => {
-                "DELETE FROM places WHERE source_id = ?1 AND snapshot_seq < ?2 \
-                 AND id NOT IN (SELECT place_id FROM slots WHERE source_id = ?1)"
-            }
-            super::Backend::Postgres => {
-                "DELETE FROM places WHERE source_id = $1 AND snapshot_seq < $2 \
-                 AND NOT EXISTS (SELECT 1 FROM slots WHERE slots.place_id = places.id)"
-            }
+        // Rows the snapshot does not hold: future ones are deleted unless held or booked (the
+        // condition is checked again here: a hold may have come since they were read); the rest
+        // — held or booked, or history (offered, then gone, kept for the computed statistics) —
+        // are marked, and the mark is how every reader tells a row that left its feed.
+        let taken = slots::appointment_id.is_not_null().or(slots::hold_id
+            .is_not_null()
+            .and(slots::held_until.gt(now_s)));
+        let chunk = match conn.backend() {
+            super::Backend::Sqlite => IDS_PER_STATEMENT,
+            super::Backend::Postgres => usize::MAX,
         };
-        db_run!(&mut *conn, |c| diesel::sql_query(unused_places)
-            .bind::<diesel::sql_types::BigInt, _>(source_id)
-            .bind::<diesel::sql_types::BigInt, _>(seq)
+        let mut removed = 0u64;
+        for ids in future.chunks(chunk) {
+            removed += db_run!(&mut *conn, |c| diesel::delete(
+                slots::table
+                    .filter(slots::id.eq_any(ids))
+                    .filter(diesel::dsl::not(taken))
+            )
+            .execute(c))? as u64;
+        }
+        let mut kept_taken: Vec<String> = Vec::new();
+        for ids in vanished.chunks(chunk) {
+            db_run!(&mut *conn, |c| diesel::update(
+                slots::table
+                    .filter(slots::id.eq_any(ids))
+                    .filter(slots::removed_from_feed_at.is_null())
+            )
+            .set(slots::removed_from_feed_at.eq(now_s))
             .execute(c))?;
-    }
-    Ok(SlotsWritten {
-        ids: rows
-            .iter()
-            .map(|r| (r.external_id.to_string(), r.id))
-            .collect(),
+        }
+        // The future ones still there are held or booked: reported.
+        for ids in future.chunks(chunk) {
+            kept_taken.extend(db_run!(&mut *conn, |c| slots::table
+                .filter(slots::id.eq_any(ids))
+                .select(slots::external_id)
+                .load::<String>(c))?);
+        }
+        kept_taken.sort_unstable();
+        tracing::debug!(
+            ms = lap.elapsed().as_millis() as u64,
+            removed,
+            "snapshot: rows out of the feed handled"
+        );
+        // Places the snapshot did not write and no slot refers to any more (looked for only when
+        // the snapshot left some place out: the look-up reads every row of the source). Written
+        // per backend: PostgreSQL runs `NOT IN (subquery)` over a million slots as a plain
+        // subplan (one scan per old place), `NOT EXISTS` as one hash anti-join; SQLite has no
+        // index on `place_id` to run `NOT EXISTS` with, and builds one for `NOT IN`.
+        let left_out: i64 = db_run!(&mut *conn, |c| places::table
+            .filter(places::source_id.eq(source_id))
+            .filter(places::snapshot_seq.lt(seq))
+            .count()
+            .get_result(c))?;
+        if left_out > 0 {
+            let unused_places = match conn.backend() {
+                super::Backend::Sqlite => {
+                    "DELETE FROM places WHERE source_id = ?1 AND snapshot_seq < ?2 \
+                 AND id NOT IN (SELECT place_id FROM slots WHERE source_id = ?1)"
+                }
+                super::Backend::Postgres => {
+                    "DELETE FROM places WHERE source_id = $1 AND snapshot_seq < $2 \
+                 AND NOT EXISTS (SELECT 1 FROM slots WHERE slots.place_id = places.id)"
+                }
+            };
+            db_run!(&mut *conn, |c| diesel::sql_query(unused_places)
+                .bind::<diesel::sql_types::BigInt, _>(source_id)
+                .bind::<diesel::sql_types::BigInt, _>(seq)
+                .execute(c))?;
+        }
+        Ok((removed, kept_taken))
+    })?;
+    let (removed, kept_taken) = written;
+    let written = SlotsWritten {
+        ids,
         inserted: new.len() as u64,
         updated: changed.len() as u64,
         removed,
         kept_taken,
-    })
+    };
+    Ok((written, extra))
 }
 
 /// SQLite's default page cache (`PRAGMA cache_size = -2000`).
