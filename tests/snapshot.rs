@@ -223,6 +223,54 @@ async fn texts_survive_the_bulk_write_and_the_index_from_the_feed_equals_a_reloa
     }
 }
 
+/// A snapshot that keeps 300 of a source's 2 600 rows: the others are deleted (in
+/// several statements on SQLite), the kept ones are not written, one changed slot is, and the
+/// index built beside the write is the one a reload builds.
+#[tokio::test]
+async fn a_snapshot_that_drops_most_rows_removes_them_all_and_writes_only_what_changed() {
+    let (app, _, source) = app_with_source().await;
+    let now = app.clock.now();
+    let state = app.state.clone();
+    let (st, big, small) = (state.clone(), feed(now, 2600), feed(now, 300));
+    let mut changed = small.clone();
+    changed.slots[7].start += chrono::Duration::minutes(5);
+    changed.slots[7].end += chrono::Duration::minutes(5);
+    let outcomes = state
+        .db
+        .run_long(move |c| {
+            let mut out = Vec::new();
+            for f in [&big, &small, &small, &changed] {
+                let (o, _) = store_as_put(c, &st, source, f, now)?;
+                out.push((o.inserted, o.updated, o.unchanged, o.removed));
+            }
+            Ok(out)
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        [
+            (2600, 0, 0, 0),
+            (0, 0, 300, 2300),
+            (0, 0, 300, 0),
+            (0, 1, 299, 0)
+        ]
+    );
+    let st = state.clone();
+    let (rows, reloaded) = state
+        .db
+        .run(move |c| {
+            let rows = sasnp::store::slots::load_for_index(c, Some(source), now.timestamp())?.1;
+            let index = SlotIndex::default();
+            sasnp::index::load::reload_source(c, &st.settings, &index, source, now.timestamp())?;
+            Ok((rows, entries(&index, source)))
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 300);
+    assert_eq!(entries(&state.index, source), reloaded);
+}
+
 /// Entries built beside a first snapshot are only put in place while that snapshot is still
 /// the source's latest: installed after a later snapshot, they give way to a reload from the
 /// database (the index never goes back to an older state).

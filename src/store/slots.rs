@@ -743,9 +743,6 @@ fn replace_none<T: Send>(
     Ok((written, extra))
 }
 
-/// Ids per statement in `IN (…)` lists on SQLite (PostgreSQL takes one array).
-const IDS_PER_STATEMENT: usize = 10_000;
-
 /// The slots of a source that has rows. Its rows' keys and fingerprints ([`feed_hash`]) are
 /// read and compared with the snapshot's: only the rows the snapshot changes are written (a
 /// daily push of an unchanged agenda writes nothing but the rows that left it), new rows are
@@ -826,7 +823,8 @@ fn replace_existing<T: Send>(
             .is_not_null()
             .and(slots::held_until.gt(now_s)));
         let chunk = match conn.backend() {
-            super::Backend::Sqlite => IDS_PER_STATEMENT,
+            // SQLite: `IN (…)` lists of `CHUNK` ids; PostgreSQL takes one array.
+            super::Backend::Sqlite => CHUNK,
             super::Backend::Postgres => usize::MAX,
         };
         let mut removed = 0u64;
