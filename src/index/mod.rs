@@ -631,7 +631,13 @@ impl SlotIndex {
         all.extend(places);
         let mut sources = old.sources.clone();
         sources.insert(id, source);
-        self.snapshot.store(Arc::new(Snapshot::new(all, sources)));
+        let previous = self.snapshot.swap(Arc::new(Snapshot::new(all, sources)));
+        drop(old);
+        // The new snapshot is in place: the replaced entries (a million slots for a large
+        // source) are freed on another thread instead of delaying the writer's answer.
+        let _ = std::thread::Builder::new()
+            .name("snapshot-free".into())
+            .spawn(move || drop(previous));
     }
 
     /// Marks a slot unavailable until `until` (a hold) or for good (`i64::MAX`, booked).
