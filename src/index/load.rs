@@ -267,16 +267,9 @@ pub fn reload_source(
 
 /// The entries of the slots a snapshot writes into a source that had rows, built from the
 /// feed and the row ids while the rows are written (see
-/// [`crate::store::slots::replace_snapshot_beside`]) and completed by [`install_feed_entries`]
+/// [`crate::store::slots::replace_snapshot_beside`]) and completed by [`install`]
 /// once the snapshot has committed.
 pub struct FeedEntries(Builder);
-
-/// Builds [`FeedEntries`]: the same values as a round trip through the rows.
-pub fn prepare_feed_entries(feed: &NormalizedFeed, ids: &WrittenIds, now: i64) -> FeedEntries {
-    let mut b = Builder::default();
-    b.add_feed(feed, ids, now);
-    FeedEntries(b)
-}
 
 /// Index entries built beside a snapshot's write: for a source's first snapshot, or for one
 /// into a source that had rows.
@@ -296,7 +289,10 @@ pub fn prepare(
     had_rows: bool,
 ) -> Prepared {
     if had_rows {
-        Prepared::Feed(prepare_feed_entries(feed, ids, now))
+        // The same values as a round trip through the rows.
+        let mut b = Builder::default();
+        b.add_feed(feed, ids, now);
+        Prepared::Feed(FeedEntries(b))
     } else {
         Prepared::First(prepare_first(settings, source, feed, ids, now))
     }
@@ -327,7 +323,7 @@ pub fn install(
 ///
 /// Reloads are serialised, and one whose snapshot is no longer the source's latest falls back
 /// to [`reload_source`]: the index never goes back to an older snapshot.
-pub fn install_feed_entries(
+fn install_feed_entries(
     conn: &mut DbConn,
     settings: &Settings,
     index: &SlotIndex,

@@ -22,8 +22,8 @@
 //!
 //! Two write paths: a source with no rows gets its rows inserted directly with ids taken
 //! beforehand (`write_fresh`; other work, such as building the index entries, can run beside
-//! the insert); a source with rows gets the snapshot staged in a temporary table and compared
-//! with its rows by the database (`replace_existing`).
+//! the insert); a source with rows has its rows' keys and fingerprints read and compared with
+//! the snapshot in memory, and only what differs is written (`replace_existing`).
 
 use super::schema::{places, slots, sources};
 use super::{DbConn, StoreError, to_epoch};
@@ -219,7 +219,7 @@ fn feed_hash(s: &NewSlot<'_>, buf: &mut Vec<u8>) -> i64 {
     i64::from_le_bytes(first)
 }
 
-/// Sets every row's [`feed_hash`], on every core (a million rows take about a second on one).
+/// Sets every row's [`feed_hash`], on every core.
 fn set_feed_hashes(rows: &mut [NewSlot<'_>]) {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
     let per = rows.len().div_ceil(threads).max(1);
@@ -319,12 +319,15 @@ use stage::slots_stage;
 /// PostgreSQL: the statements of a snapshot each carry up to the whole feed; they get a bound
 /// fit for a million rows instead of the per-statement default (this transaction only).
 fn long_statements(conn: &mut DbConn) -> Result<(), StoreError> {
-    #[cfg(feature = "postgres")]
-    if let DbConn::Postgres(c) = conn {
-        use diesel::connection::SimpleConnection;
-        c.batch_execute("SET LOCAL statement_timeout = '600s'")?;
+    match conn {
+        #[cfg(feature = "sqlite")]
+        DbConn::Sqlite(_) => {}
+        #[cfg(feature = "postgres")]
+        DbConn::Postgres(c) => {
+            use diesel::connection::SimpleConnection;
+            c.batch_execute("SET LOCAL statement_timeout = '600s'")?;
+        }
     }
-    let _ = conn;
     Ok(())
 }
 
@@ -576,6 +579,7 @@ pub fn replace_snapshot_beside<T: Send>(
     sqlite_cache_kib(conn, 512 * 1024)?;
     let result = super::write_tx(conn, |conn| {
         let lap = std::time::Instant::now();
+        long_statements(conn)?;
         // Snapshots of one source are serialised: SQLite's write transaction already is one
         // at a time; on PostgreSQL the source row is locked, so that two concurrent uploads
         // never take the same `seq` nor both the first-snapshot path (the second would fail
@@ -607,10 +611,10 @@ pub fn replace_snapshot_beside<T: Send>(
             ms = lap.elapsed().as_millis() as u64,
             "snapshot: places written"
         );
-        let before: i64 = db_run!(&mut *conn, |c| slots::table
+        let existing: Vec<ExistingRow> = db_run!(&mut *conn, |c| slots::table
             .filter(slots::source_id.eq(source_id))
-            .count()
-            .get_result(c))?;
+            .select(ExistingRow::as_select())
+            .load(c))?;
         let mut rows: Vec<NewSlot<'_>> = feed
             .slots
             .iter()
@@ -663,10 +667,12 @@ pub fn replace_snapshot_beside<T: Send>(
         // order (BENCHMARKS.md). Byte order is the `C` collation's; another one only makes
         // the gain smaller.
         rows.sort_unstable_by(|a, b| a.external_id.cmp(b.external_id));
-        let (written, extra) = if before == 0 {
+        let (written, extra) = if existing.is_empty() {
             replace_none(conn, source_id, seq, &mut rows, &place_ids, beside)?
         } else {
-            replace_existing(conn, source_id, seq, now_s, &mut rows, &place_ids, beside)?
+            replace_existing(
+                conn, source_id, seq, now_s, &existing, &mut rows, &place_ids, beside,
+            )?
         };
         tracing::debug!(
             ms = lap.elapsed().as_millis() as u64,
@@ -717,7 +723,7 @@ struct SlotsWritten {
     kept_taken: Vec<String>,
 }
 
-/// The slots of a source that has none (`before == 0`): nothing to update, nothing can have
+/// The slots of a source that has none: nothing to update, nothing can have
 /// vanished, no row holds operator state.
 fn replace_none<T: Send>(
     conn: &mut DbConn,
@@ -743,8 +749,19 @@ fn replace_none<T: Send>(
     Ok((written, extra))
 }
 
-/// The slots of a source that has rows. Its rows' keys and fingerprints ([`feed_hash`]) are
-/// read and compared with the snapshot's: only the rows the snapshot changes are written (a
+/// What a snapshot compares of a source's existing row.
+#[derive(diesel::Queryable, diesel::Selectable)]
+#[diesel(table_name = slots)]
+struct ExistingRow {
+    id: i64,
+    external_id: String,
+    feed_hash: Option<i64>,
+    start_at: i64,
+    removed_from_feed_at: Option<i64>,
+}
+
+/// The slots of a source that has rows (`existing`). Their keys and fingerprints
+/// ([`feed_hash`]) are compared with the snapshot's: only the rows the snapshot changes are written (a
 /// daily push of an unchanged agenda writes nothing but the rows that left it), new rows are
 /// inserted, and the rows it does not hold are handled (see the module's rules).
 #[allow(clippy::too_many_arguments)]
@@ -753,43 +770,35 @@ fn replace_existing<T: Send>(
     source_id: i64,
     seq: i64,
     now_s: i64,
+    existing: &[ExistingRow],
     rows: &mut [NewSlot<'_>],
     places: &HashMap<String, i64>,
     beside: &WhileWriting<'_, T>,
 ) -> Result<(SlotsWritten, T), StoreError> {
     let lap = std::time::Instant::now();
-    long_statements(conn)?;
-    type Existing = (i64, String, Option<i64>, i64, Option<i64>);
-    let existing: Vec<Existing> = db_run!(&mut *conn, |c| slots::table
-        .filter(slots::source_id.eq(source_id))
-        .select((
-            slots::id,
-            slots::external_id,
-            slots::feed_hash,
-            slots::start_at,
-            slots::removed_from_feed_at,
-        ))
-        .load(c))?;
-    let mut by_key: HashMap<&str, &Existing> = existing.iter().map(|r| (r.1.as_str(), r)).collect();
+    let mut by_key: HashMap<&str, &ExistingRow> = existing
+        .iter()
+        .map(|r| (r.external_id.as_str(), r))
+        .collect();
     let (mut changed, mut new) = (Vec::new(), Vec::new());
     for (i, r) in rows.iter_mut().enumerate() {
         match by_key.remove(r.external_id) {
             None => new.push(i),
-            Some(&(id, _, hash, _, removed)) => {
-                r.id = id;
+            Some(e) => {
+                r.id = e.id;
                 // A row that had left the feed is written too: its mark is cleared.
-                if hash != Some(r.feed_hash) || removed.is_some() {
+                if e.feed_hash != Some(r.feed_hash) || e.removed_from_feed_at.is_some() {
                     changed.push(*r);
                 }
             }
         }
     }
     // What is left are the rows the snapshot does not hold.
-    let vanished: Vec<i64> = by_key.values().map(|r| r.0).collect();
+    let vanished: Vec<i64> = by_key.values().map(|r| r.id).collect();
     let future: Vec<i64> = by_key
         .values()
-        .filter(|r| r.3 > now_s)
-        .map(|r| r.0)
+        .filter(|r| r.start_at > now_s)
+        .map(|r| r.id)
         .collect();
     drop(by_key);
     tracing::debug!(
