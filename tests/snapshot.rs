@@ -1,7 +1,8 @@
 //! A snapshot written by the store (bulk paths: a first snapshot inserted directly — `COPY` on
-//! PostgreSQL, one-row `INSERT`s on SQLite —, later ones through a staging table and one upsert)
-//! keeps every text exactly, and the index built from the feed right after the commit is the
-//! one a full reload from the database gives.
+//! PostgreSQL, prepared 256-row `INSERT`s on SQLite and one-row ones for the rest —, the changed
+//! rows of later ones through a staging table and one `UPDATE … FROM`) keeps every text
+//! exactly, and the index built from the feed right after the commit is the one a full reload
+//! from the database gives.
 
 mod common;
 
@@ -145,8 +146,10 @@ async fn texts_survive_the_bulk_write_and_the_index_from_the_feed_equals_a_reloa
     let (app, _, source) = app_with_source().await;
     let now = app.clock.now();
     let state = app.state.clone();
-    for (round, n) in [(0, 40), (1, 25)] {
-        let feed = feed(now, n);
+    // 600 rows: two full 256-row statements on SQLite and 88 single rows; then 560 of them,
+    // every one 5 minutes later, so all are staged (two full statements, 48 single rows).
+    for (round, n, later) in [(0, 600, 0), (1, 560, 5)] {
+        let feed = feed(now + chrono::Duration::minutes(later), n);
         let (st, f) = (state.clone(), feed.clone());
         let (outcome, rows) = state
             .db
@@ -162,6 +165,13 @@ async fn texts_survive_the_bulk_write_and_the_index_from_the_feed_equals_a_reloa
             .await
             .unwrap();
         assert_eq!(outcome.ids.slots.len(), n, "round {round}");
+        let counts = (outcome.inserted, outcome.updated, outcome.unchanged);
+        let removed = outcome.removed;
+        if round == 0 {
+            assert_eq!((counts, removed), ((600, 0, 0), 0));
+        } else {
+            assert_eq!((counts, removed), ((0, 560, 0), 40));
+        }
         let (places, slots) = rows;
         // Every text as written (the second round shrinks the feed: vanished free slots go).
         assert_eq!(slots.len(), n, "round {round}");
@@ -188,9 +198,29 @@ async fn texts_survive_the_bulk_write_and_the_index_from_the_feed_equals_a_reloa
             assert_eq!(r.structure_id, None);
             assert_eq!(r.booking_url, s.booking_url);
             assert_eq!(r.booking_phone.as_deref(), s.booking_phone.as_deref());
-            assert_eq!(r.start_at, s.start.timestamp());
+            assert_eq!(
+                (r.start_at, r.end_at),
+                (s.start.timestamp(), s.end.timestamp())
+            );
             assert_eq!(r.capacity as u32, s.capacity);
             assert_eq!(r.audience as u8, s.audience.0);
+            assert_eq!(r.feed_status, s.status.as_str());
+            assert_eq!(r.modality, s.modality.code());
+            assert_eq!(
+                r.appointment_type.as_deref(),
+                s.appointment_type.map(|a| a.code())
+            );
+            assert_eq!(r.surnumeraire, s.surnumeraire);
+            assert_eq!(
+                r.practitioner_id.as_deref(),
+                pr.and_then(|p| p.national_id.as_deref())
+            );
+            assert_eq!(
+                r.structure_kind.as_deref(),
+                s.structure.as_ref().map(|x| x.kind.code())
+            );
+            assert_eq!(r.place_id, outcome.ids.places[&*s.place_key]);
+            assert_eq!(r.removed_from_feed_at, None);
         }
         for p in &feed.places {
             let id = outcome.ids.places[&*p.key];

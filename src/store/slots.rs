@@ -77,7 +77,7 @@ struct NewPlace<'a> {
 
 /// A slot row as the feed gives it (the operator-state columns are never written by a feed),
 /// with its row id: the existing row's for a row the snapshot changes (staged, then written
-/// over that row, see [`stage`]), one taken beforehand for a new row (see [`FreshSlot`]).
+/// over that row, see [`stage`]), one taken beforehand for a new row (see [`copy_fresh`]).
 #[derive(Clone, Copy, diesel::Insertable)]
 #[diesel(table_name = slots_stage, treat_none_as_default_value = false)]
 struct NewSlot<'a> {
@@ -110,7 +110,9 @@ struct NewSlot<'a> {
 /// The same columns, inserted into `slots` (a new row). A copy of [`NewSlot`]'s fields on
 /// purpose: a derive targets one table, and an embedded struct (diesel's `#[diesel(embed)]`)
 /// does not compile with `COPY` (`diesel::copy_from(..).from_insertable` takes flat
-/// insertables only; tried on diesel 2.3).
+/// insertables only; tried on diesel 2.3). PostgreSQL's `COPY` only: SQLite inserts
+/// [`NewSlot`]s (see [`sqlite_rows`]).
+#[cfg(feature = "postgres")]
 #[derive(diesel::Insertable)]
 #[diesel(table_name = slots, treat_none_as_default_value = false)]
 struct FreshSlot<'a> {
@@ -140,6 +142,7 @@ struct FreshSlot<'a> {
     feed_hash: i64,
 }
 
+#[cfg(feature = "postgres")]
 impl<'a> From<&NewSlot<'a>> for FreshSlot<'a> {
     fn from(s: &NewSlot<'a>) -> Self {
         FreshSlot {
@@ -236,8 +239,8 @@ fn set_feed_hashes(rows: &mut [NewSlot<'_>]) {
 }
 
 /// The rows a snapshot changes go into this temporary table first (PostgreSQL: binary
-/// `COPY`; SQLite: plain `INSERT`s), then one `UPDATE … FROM` writes them over their rows —
-/// one set-wise statement instead of one per row.
+/// `COPY`; SQLite: the prepared multi-row `INSERT`s of [`sqlite_rows`]), then one
+/// `UPDATE … FROM` writes them over their rows — one set-wise statement instead of one per row.
 mod stage {
     diesel::table! {
         slots_stage (id) {
@@ -279,6 +282,20 @@ mod stage {
         booking_phone TEXT, capacity INTEGER NOT NULL, snapshot_seq BIGINT NOT NULL,
         feed_hash BIGINT NOT NULL";
 
+    /// The staged column names, in order.
+    fn names() -> impl Iterator<Item = &'static str> {
+        DECLARED
+            .split(',')
+            .filter_map(|c| c.split_whitespace().next())
+    }
+
+    /// The staged column names in order, comma-separated.
+    #[cfg(feature = "sqlite")]
+    pub fn columns() -> &'static str {
+        static COLUMNS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        COLUMNS.get_or_init(|| names().collect::<Vec<_>>().join(", "))
+    }
+
     /// PostgreSQL: dropped at the end of the snapshot's transaction (commit or rollback).
     #[cfg(feature = "postgres")]
     pub fn create_pg() -> String {
@@ -301,9 +318,7 @@ mod stage {
     /// The staged rows written over their rows: the feed's columns only (operator state is
     /// never written by a feed), `removed_from_feed_at` cleared (the row is in the feed).
     pub fn update() -> String {
-        let set: Vec<String> = DECLARED
-            .split(',')
-            .filter_map(|c| c.split_whitespace().next())
+        let set: Vec<String> = names()
             .filter(|c| !matches!(*c, "id" | "source_id" | "external_id"))
             .map(|c| format!("{c} = s.{c}"))
             .collect();
@@ -315,6 +330,111 @@ mod stage {
     }
 }
 use stage::slots_stage;
+
+/// SQLite: slot rows inserted `ROWS` to a statement that is prepared once per connection.
+///
+/// Diesel caches a prepared statement only when its type says which SQL it is: a single-row
+/// `INSERT` is cached, a multi-row one built from a slice is not (its SQL depends on the
+/// length), and its fixed-size-array form wants rows that borrow nothing. Each row then paid
+/// for its own statement (diesel's binds, SQLite's statement start and `AUTOINCREMENT`
+/// bookkeeping). [`Rows`](sqlite_rows::Rows) is that statement written out, its row count and
+/// target table in its type, so diesel caches it; the rows borrow the feed as [`NewSlot`] does.
+#[cfg(feature = "sqlite")]
+mod sqlite_rows {
+    use super::{NewSlot, StoreError};
+    use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+    use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text};
+    use diesel::sqlite::Sqlite;
+    use diesel::{QueryResult, RunQueryDsl, SqliteConnection};
+
+    /// Rows per statement (256 × 24 binds, under SQLite's 32 766).
+    pub const ROWS: usize = 256;
+
+    /// Binds values of the given SQL types, comma-separated.
+    macro_rules! binds {
+        ($out:ident, $t0:ty => $v0:expr $(, $t:ty => $v:expr)* $(,)?) => {{
+            $out.push_bind_param::<$t0, _>($v0)?;
+            $(
+                $out.push_sql(", ");
+                $out.push_bind_param::<$t, _>($v)?;
+            )*
+        }};
+    }
+
+    /// `INSERT INTO slots` (`STAGE == false`) or `temp.slots_stage` of `N` rows.
+    pub struct Rows<'a, const STAGE: bool, const N: usize>(&'a [NewSlot<'a>; N]);
+
+    /// [`Rows`]'s statement, one per table and row count.
+    pub struct RowsId<const STAGE: bool, const N: usize>;
+
+    impl<const STAGE: bool, const N: usize> QueryId for Rows<'_, STAGE, N> {
+        type QueryId = RowsId<STAGE, N>;
+        const HAS_STATIC_QUERY_ID: bool = true;
+    }
+
+    impl<const STAGE: bool, const N: usize> QueryFragment<Sqlite> for Rows<'_, STAGE, N> {
+        fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+            out.push_sql(if STAGE {
+                "INSERT INTO temp.slots_stage ("
+            } else {
+                "INSERT INTO slots ("
+            });
+            // the staging table's columns, in the order bound below
+            out.push_sql(super::stage::columns());
+            out.push_sql(") VALUES ");
+            for (i, r) in self.0.iter().enumerate() {
+                out.push_sql(if i == 0 { "(" } else { ", (" });
+                binds!(out,
+                    BigInt => &r.id,
+                    BigInt => &r.source_id,
+                    Text => &r.external_id,
+                    BigInt => &r.place_id,
+                    Text => &r.cpts_id,
+                    BigInt => &r.start_at,
+                    BigInt => &r.end_at,
+                    Text => &r.feed_status,
+                    Nullable<Text> => &r.practitioner_id,
+                    Nullable<Text> => &r.practitioner_name,
+                    Nullable<Text> => &r.profession,
+                    Nullable<Text> => &r.specialty,
+                    Nullable<Text> => &r.structure_kind,
+                    Nullable<Text> => &r.structure_id,
+                    Nullable<Text> => &r.structure_name,
+                    Text => &r.modality,
+                    Nullable<Text> => &r.appointment_type,
+                    Integer => &r.audience,
+                    Bool => &r.surnumeraire,
+                    Nullable<Text> => &r.booking_url,
+                    Nullable<Text> => &r.booking_phone,
+                    Integer => &r.capacity,
+                    BigInt => &r.snapshot_seq,
+                    BigInt => &r.feed_hash,
+                );
+                out.push_sql(")");
+            }
+            Ok(())
+        }
+    }
+
+    impl<const STAGE: bool, const N: usize> RunQueryDsl<SqliteConnection> for Rows<'_, STAGE, N> {}
+
+    /// Inserts `rows` into `slots` (`STAGE == false`) or `temp.slots_stage`: [`ROWS`] to a
+    /// statement, the last few one by one (each shape prepared once per connection).
+    pub fn insert<const STAGE: bool>(
+        c: &mut SqliteConnection,
+        rows: &[NewSlot<'_>],
+    ) -> Result<(), StoreError> {
+        let mut chunks = rows.chunks_exact(ROWS);
+        for chunk in &mut chunks {
+            let chunk: &[NewSlot<'_>; ROWS] = chunk.try_into().expect("chunks_exact");
+            Rows::<STAGE, ROWS>(chunk).execute(c)?;
+        }
+        for row in chunks.remainder() {
+            Rows::<STAGE, 1>(std::array::from_ref(row)).execute(c)?;
+        }
+        Ok(())
+    }
+}
 
 /// PostgreSQL: the statements of a snapshot each carry up to the whole feed; they get a bound
 /// fit for a million rows instead of the per-statement default (this transaction only).
@@ -342,12 +462,7 @@ fn update_changed(conn: &mut DbConn, rows: &[NewSlot<'_>]) -> Result<(), StoreEr
         DbConn::Sqlite(c) => {
             let c: &mut diesel::SqliteConnection = c;
             c.batch_execute(&stage::create_sqlite())?;
-            // One row per statement: see `copy_fresh`.
-            for row in rows {
-                diesel::insert_into(slots_stage::table)
-                    .values(row)
-                    .execute(c)?;
-            }
+            sqlite_rows::insert::<true>(c, rows)?;
             diesel::sql_query(stage::update()).execute(c)?;
             c.batch_execute(stage::DROP_SQLITE)?;
         }
@@ -425,6 +540,7 @@ fn while_writing<T: Send, R>(
     beside: &WhileWriting<'_, T>,
     write: impl FnOnce() -> Result<R, StoreError>,
 ) -> Result<(R, HashMap<String, i64>, T), StoreError> {
+    let t = std::time::Instant::now();
     std::thread::scope(|scope| {
         let side = std::thread::Builder::new()
             .name("snapshot-side".into())
@@ -437,10 +553,18 @@ fn while_writing<T: Send, R>(
                         .collect(),
                 };
                 let extra = beside(&ids, had_rows);
+                tracing::debug!(
+                    ms = t.elapsed().as_millis() as u64,
+                    "snapshot: work beside done"
+                );
                 (ids.slots, extra)
             })
             .map_err(|e| StoreError::Other(e.into()))?;
         let written = write();
+        tracing::debug!(
+            ms = t.elapsed().as_millis() as u64,
+            "snapshot: rows written"
+        );
         let side = side
             .join()
             .map_err(|_| StoreError::Other(anyhow::anyhow!("the work beside the write panicked")));
@@ -465,34 +589,24 @@ fn write_fresh<T: Send>(
     for (r, id) in rows.iter_mut().zip(ids) {
         r.id = id;
     }
-    let fresh: Vec<FreshSlot<'_>> = rows.iter().map(FreshSlot::from).collect();
-    let ((), ids, extra) = while_writing(rows, places, false, beside, || copy_fresh(conn, &fresh))?;
+    let ((), ids, extra) = while_writing(rows, places, false, beside, || copy_fresh(conn, rows))?;
     Ok((ids, extra))
 }
 
 /// New rows, ids included, into `slots`.
-fn copy_fresh(conn: &mut DbConn, fresh: &[FreshSlot<'_>]) -> Result<(), StoreError> {
-    if fresh.is_empty() {
+fn copy_fresh(conn: &mut DbConn, rows: &[NewSlot<'_>]) -> Result<(), StoreError> {
+    if rows.is_empty() {
         return Ok(());
     }
     match conn {
         #[cfg(feature = "sqlite")]
-        DbConn::Sqlite(c) => {
-            let c: &mut diesel::SqliteConnection = c;
-            // One row per statement: diesel keeps a single-row `INSERT` prepared, so each row
-            // is a bind and a step. A 1 000-row `VALUES` was prepared again for every chunk
-            // (diesel does not cache a statement built from a slice) and SQLite compiles it as
-            // a compound of 1 000 selects: 23 µs per row in all, against 3.5 µs for the same
-            // rows inserted by SQLite itself (`INSERT … SELECT`).
-            for row in fresh {
-                diesel::insert_into(slots::table).values(row).execute(c)?;
-            }
-        }
+        DbConn::Sqlite(c) => sqlite_rows::insert::<false>(c, rows)?,
         #[cfg(feature = "postgres")]
         DbConn::Postgres(c) => {
             let c: &mut diesel::PgConnection = c;
+            let fresh: Vec<FreshSlot<'_>> = rows.iter().map(FreshSlot::from).collect();
             diesel::copy_from(slots::table)
-                .from_insertable(fresh)
+                .from_insertable(&fresh)
                 .execute(c)?;
         }
     }
@@ -761,9 +875,9 @@ struct ExistingRow {
 }
 
 /// The slots of a source that has rows (`existing`). Their keys and fingerprints
-/// ([`feed_hash`]) are compared with the snapshot's: only the rows the snapshot changes are written (a
-/// daily push of an unchanged agenda writes nothing but the rows that left it), new rows are
-/// inserted, and the rows it does not hold are handled (see the module's rules).
+/// ([`feed_hash`]) are compared with the snapshot's: only the rows the snapshot changes are
+/// written (a daily push of an unchanged agenda writes nothing but the rows that left it), new
+/// rows are inserted, and the rows it does not hold are handled (see the module's rules).
 #[allow(clippy::too_many_arguments)]
 fn replace_existing<T: Send>(
     conn: &mut DbConn,
@@ -814,7 +928,7 @@ fn replace_existing<T: Send>(
     for (&i, id) in new.iter().zip(ids) {
         rows[i].id = id;
     }
-    let fresh: Vec<FreshSlot<'_>> = new.iter().map(|&i| FreshSlot::from(&rows[i])).collect();
+    let fresh: Vec<NewSlot<'_>> = new.iter().map(|&i| rows[i]).collect();
     // Every id is known now: `beside` works on another core while the database is written.
     let (written, ids, extra) = while_writing(rows, places, true, beside, || {
         update_changed(conn, &changed)?;
