@@ -1,10 +1,12 @@
 -- The check of the places of the slots an INSERT or COPY wrote reads the written rows once.
 --
--- Until now it read the statement's transition table twice, row by row against `places`: once
--- to lock the places referred to, once to look for a missing one. On a million-row snapshot
--- that cost ≈ 1.6 s of the `COPY` (4.3 → 5.9 s in a psql measurement, BENCHMARKS.md, "Ninth
--- session"). Now one pass collects the distinct (place, source) pairs — a few thousand for a
--- whole region's feed — and both the lock and the check work on those. The guarantees are
+-- Until now it read the statement's transition table twice: once (hashed, ≈ 0.2 s per million
+-- rows) to lock the places referred to, once to look for a missing one — planned as a nested
+-- loop with one index probe per written row (`LIMIT 1` made the planner count on stopping
+-- early; on a good snapshot nothing is missing, so every row is probed: ≈ 0.75 s per million,
+-- auto_explain). In all, ≈ 1.2 s of a million-row `COPY` (BENCHMARKS.md, "Ninth session").
+-- Now one pass collects the distinct (place, source) pairs — a few thousand for a whole
+-- region's feed — and both the lock and the check work on those. The guarantees are
 -- those of migration 2026-12-01-000003: every place referred to is locked `FOR KEY SHARE`
 -- (by id, which is unique: the same rows as by (source, id)), and a pair with no place of that
 -- source raises `foreign_key_violation` naming one slot that refers to it.
