@@ -282,20 +282,6 @@ mod stage {
         booking_phone TEXT, capacity INTEGER NOT NULL, snapshot_seq BIGINT NOT NULL,
         feed_hash BIGINT NOT NULL";
 
-    /// The staged column names, in order.
-    fn names() -> impl Iterator<Item = &'static str> {
-        DECLARED
-            .split(',')
-            .filter_map(|c| c.split_whitespace().next())
-    }
-
-    /// The staged column names in order, comma-separated.
-    #[cfg(feature = "sqlite")]
-    pub fn columns() -> &'static str {
-        static COLUMNS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-        COLUMNS.get_or_init(|| names().collect::<Vec<_>>().join(", "))
-    }
-
     /// PostgreSQL: dropped at the end of the snapshot's transaction (commit or rollback).
     #[cfg(feature = "postgres")]
     pub fn create_pg() -> String {
@@ -318,7 +304,9 @@ mod stage {
     /// The staged rows written over their rows: the feed's columns only (operator state is
     /// never written by a feed), `removed_from_feed_at` cleared (the row is in the feed).
     pub fn update() -> String {
-        let set: Vec<String> = names()
+        let set: Vec<String> = DECLARED
+            .split(',')
+            .filter_map(|c| c.split_whitespace().next())
             .filter(|c| !matches!(*c, "id" | "source_id" | "external_id"))
             .map(|c| format!("{c} = s.{c}"))
             .collect();
@@ -338,31 +326,25 @@ use stage::slots_stage;
 /// length), and its fixed-size-array form wants rows that borrow nothing. Each row then paid
 /// for its own statement (diesel's binds, SQLite's statement start and `AUTOINCREMENT`
 /// bookkeeping). [`Rows`](sqlite_rows::Rows) is that statement written out, its row count and
-/// target table in its type, so diesel caches it; the rows borrow the feed as [`NewSlot`] does.
+/// target table in its type, so diesel caches it; its column list and binds are those of
+/// [`NewSlot`]'s derived `Insertable` (the rows borrow the feed as [`NewSlot`] does).
 #[cfg(feature = "sqlite")]
 mod sqlite_rows {
-    use super::{NewSlot, StoreError};
+    use super::{NewSlot, StoreError, slots_stage};
+    use diesel::insertable::InsertValues;
     use diesel::query_builder::{AstPass, QueryFragment, QueryId};
-    use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text};
     use diesel::sqlite::Sqlite;
-    use diesel::{QueryResult, RunQueryDsl, SqliteConnection};
+    use diesel::{Insertable, QueryResult, RunQueryDsl, SqliteConnection};
 
     /// Rows per statement (256 × 24 binds, under SQLite's 32 766).
     pub const ROWS: usize = 256;
 
-    /// Binds values of the given SQL types, comma-separated.
-    macro_rules! binds {
-        ($out:ident, $t0:ty => $v0:expr $(, $t:ty => $v:expr)* $(,)?) => {{
-            $out.push_bind_param::<$t0, _>($v0)?;
-            $(
-                $out.push_sql(", ");
-                $out.push_bind_param::<$t, _>($v)?;
-            )*
-        }};
-    }
+    /// One row's columns and binds, as `NewSlot`'s `Insertable` gives them.
+    type Values<'a> = <&'a NewSlot<'a> as Insertable<slots_stage::table>>::Values;
 
-    /// `INSERT INTO slots` (`STAGE == false`) or `temp.slots_stage` of `N` rows.
-    pub struct Rows<'a, const STAGE: bool, const N: usize>(&'a [NewSlot<'a>; N]);
+    /// `INSERT INTO slots` (`STAGE == false`) or `temp.slots_stage` of `N` rows (the two
+    /// tables name these columns alike).
+    pub struct Rows<'a, const STAGE: bool, const N: usize>([Values<'a>; N]);
 
     /// [`Rows`]'s statement, one per table and row count.
     pub struct RowsId<const STAGE: bool, const N: usize>;
@@ -379,37 +361,13 @@ mod sqlite_rows {
             } else {
                 "INSERT INTO slots ("
             });
-            // the staging table's columns, in the order bound below
-            out.push_sql(super::stage::columns());
+            if let Some(first) = self.0.first() {
+                first.values.column_names(out.reborrow())?;
+            }
             out.push_sql(") VALUES ");
-            for (i, r) in self.0.iter().enumerate() {
+            for (i, row) in self.0.iter().enumerate() {
                 out.push_sql(if i == 0 { "(" } else { ", (" });
-                binds!(out,
-                    BigInt => &r.id,
-                    BigInt => &r.source_id,
-                    Text => &r.external_id,
-                    BigInt => &r.place_id,
-                    Text => &r.cpts_id,
-                    BigInt => &r.start_at,
-                    BigInt => &r.end_at,
-                    Text => &r.feed_status,
-                    Nullable<Text> => &r.practitioner_id,
-                    Nullable<Text> => &r.practitioner_name,
-                    Nullable<Text> => &r.profession,
-                    Nullable<Text> => &r.specialty,
-                    Nullable<Text> => &r.structure_kind,
-                    Nullable<Text> => &r.structure_id,
-                    Nullable<Text> => &r.structure_name,
-                    Text => &r.modality,
-                    Nullable<Text> => &r.appointment_type,
-                    Integer => &r.audience,
-                    Bool => &r.surnumeraire,
-                    Nullable<Text> => &r.booking_url,
-                    Nullable<Text> => &r.booking_phone,
-                    Integer => &r.capacity,
-                    BigInt => &r.snapshot_seq,
-                    BigInt => &r.feed_hash,
-                );
+                row.values.walk_ast(out.reborrow())?;
                 out.push_sql(")");
             }
             Ok(())
@@ -427,10 +385,10 @@ mod sqlite_rows {
         let mut chunks = rows.chunks_exact(ROWS);
         for chunk in &mut chunks {
             let chunk: &[NewSlot<'_>; ROWS] = chunk.try_into().expect("chunks_exact");
-            Rows::<STAGE, ROWS>(chunk).execute(c)?;
+            Rows::<STAGE, ROWS>(chunk.each_ref().map(Insertable::values)).execute(c)?;
         }
         for row in chunks.remainder() {
-            Rows::<STAGE, 1>(std::array::from_ref(row)).execute(c)?;
+            Rows::<STAGE, 1>([row.values()]).execute(c)?;
         }
         Ok(())
     }
