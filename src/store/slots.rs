@@ -983,6 +983,7 @@ fn replace_existing<T: Send>(
 const SQLITE_DEFAULT_CACHE_KIB: i64 = 2000;
 
 /// Sets the page cache of a SQLite connection (no-op on PostgreSQL).
+#[cfg_attr(not(feature = "sqlite"), allow(unused_variables))]
 fn sqlite_cache_kib(conn: &mut DbConn, kib: i64) -> Result<(), StoreError> {
     match conn {
         #[cfg(feature = "sqlite")]
