@@ -132,12 +132,31 @@ pub async fn apply(
             &summary,
             started.elapsed(),
         ),
-        Err(_) => state.metrics.ingest_failed(
-            &source.cpts_id,
-            format.as_str(),
-            "store_error",
-            started.elapsed(),
-        ),
+        Err(e) => {
+            state.metrics.ingest_failed(
+                &source.cpts_id,
+                format.as_str(),
+                "store_error",
+                started.elapsed(),
+            );
+            // The transaction rolled back: the previous snapshot stands. The publisher's
+            // coordinator reads why on the source (the database's own words go to the log
+            // only: they may name tables and values of other sources).
+            tracing::error!(source_id, error = %e, "feed not stored");
+            let msg = "the snapshot could not be stored (database error); nothing was changed";
+            let report = json!({"format": format.as_str(), "at": crate::http::search::paris(at),
+                "error": {"code": "store_error", "message": msg}})
+            .to_string();
+            if let Err(e) = state
+                .db
+                .run(move |c| {
+                    crate::store::sources::record_failure(c, source_id, at, msg, Some(&report))
+                })
+                .await
+            {
+                tracing::warn!(source_id, error = %e, "could not record the failed snapshot");
+            }
+        }
     }
     Ok(stored?)
 }
