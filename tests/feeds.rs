@@ -382,3 +382,169 @@ async fn the_cli_pushes_a_file_and_prints_the_report() {
     let problem: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(problem["status"], 403);
 }
+
+/// Runs `sql` (several statements) on the app's database.
+fn execute_batch(app: &TestApp, sql: &str) {
+    use diesel::connection::SimpleConnection;
+    let mut c = app.state.db.conn().unwrap();
+    sasnp::db_run!(&mut c, |c| c.batch_execute(sql)).unwrap();
+}
+
+/// The slot rows of `source` as `(external_id, start_at, end_at)`, and its places' names.
+fn rows_of(app: &TestApp, source: i64) -> (Vec<(String, i64, i64)>, Vec<String>) {
+    use sasnp::store::schema::{places, slots};
+    let mut c = app.state.db.conn().unwrap();
+    let slots = sasnp::db_run!(&mut c, |c| slots::table
+        .filter(slots::source_id.eq(source))
+        .select((slots::external_id, slots::start_at, slots::end_at))
+        .order(slots::external_id)
+        .load::<(String, i64, i64)>(c))
+    .unwrap();
+    let names = sasnp::db_run!(&mut c, |c| places::table
+        .filter(places::source_id.eq(source))
+        .select(places::name)
+        .order(places::name)
+        .load::<Option<String>>(c))
+    .unwrap();
+    (slots, names.into_iter().flatten().collect())
+}
+
+#[tokio::test]
+async fn a_snapshot_the_database_refuses_midway_changes_nothing() {
+    let (app, publisher, source, op) = setup().await;
+    let first = [
+        Row::new("a", "2026-11-23 11:00", Place::NantesCentre),
+        Row::new("b", "2026-11-23 12:00", Place::Reze),
+        Row::new("s", "2026-11-23 13:00", Place::SaintHerblain),
+    ];
+    let (s, r) = app.push_csv(&publisher, source, csv_feed(&first)).await;
+    assert_eq!(s, 200, "{r}");
+    let rows_before = rows_of(&app, source);
+    assert_eq!(rows_before.0.len(), 3);
+    assert_eq!(rows_before.1.len(), 3);
+    let search_before = app.search(&op, AT_NANTES).await.1;
+    assert_eq!(result_ids(&search_before), ["a", "b", "s"]);
+    let (_, src_before) = app
+        .get_json(&format!("/v1/sources/{source}"), Some(&publisher))
+        .await;
+
+    // The database refuses to delete Saint-Herblain's place: the last write of a snapshot that
+    // leaves it out, after its places, changed rows, new rows and removals were written.
+    let refuse = match app.state.db.backend() {
+        sasnp::store::Backend::Sqlite => {
+            "CREATE TRIGGER refuse_place_delete BEFORE DELETE ON places \
+             WHEN OLD.name = 'Cabinet Bourgonnière' \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;"
+        }
+        sasnp::store::Backend::Postgres => {
+            "CREATE FUNCTION refuse_place_delete() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$; \
+             CREATE TRIGGER refuse_place_delete BEFORE DELETE ON places FOR EACH ROW \
+             WHEN (OLD.name = 'Cabinet Bourgonnière') EXECUTE FUNCTION refuse_place_delete();"
+        }
+    };
+    execute_batch(&app, refuse);
+    app.clock.advance(chrono::Duration::minutes(5));
+    let second = [
+        // changed (40 minutes), new place and new slot, b and s left out (removed)
+        Row {
+            minutes: 40,
+            ..Row::new("a", "2026-11-23 11:00", Place::NantesCentre)
+        },
+        Row::new("c", "2026-11-23 14:00", Place::SuceSurErdre),
+    ];
+    let (s, body) = app.push_csv(&publisher, source, csv_feed(&second)).await;
+    assert_eq!(s, 500, "{body}");
+    assert_eq!(rows_of(&app, source), rows_before, "no row changed");
+    assert_eq!(
+        app.search(&op, AT_NANTES).await.1["results"],
+        search_before["results"],
+        "the index still serves the previous snapshot"
+    );
+    let (_, src) = app
+        .get_json(&format!("/v1/sources/{source}"), Some(&publisher))
+        .await;
+    assert_eq!(src["last_success_at"], src_before["last_success_at"]);
+    let error = src["last_error"].as_str().unwrap();
+    assert!(error.contains("nothing was changed"), "{src}");
+    assert!(
+        !error.contains("refused by the test"),
+        "no database text: {src}"
+    );
+    let (_, report) = app
+        .get_json(&format!("/v1/sources/{source}/report"), Some(&publisher))
+        .await;
+    assert_eq!(report["error"]["code"], "store_error", "{report}");
+
+    // The same snapshot once the database accepts it: applied whole.
+    let drop = match app.state.db.backend() {
+        sasnp::store::Backend::Sqlite => "DROP TRIGGER refuse_place_delete;",
+        sasnp::store::Backend::Postgres => {
+            "DROP TRIGGER refuse_place_delete ON places; DROP FUNCTION refuse_place_delete();"
+        }
+    };
+    execute_batch(&app, drop);
+    let (s, r) = app.push_csv(&publisher, source, csv_feed(&second)).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(counts(&r), (1, 1, 0, 2), "{r}");
+    let (rows, names) = rows_of(&app, source);
+    assert_eq!(
+        rows.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
+        ["a", "c"]
+    );
+    assert_eq!(rows[0].2 - rows[0].1, 40 * 60);
+    assert_eq!(names, ["Cabinet Graslin", "Centre de santé de l'Erdre"]);
+    assert_eq!(result_ids(&app.search(&op, AT_NANTES).await.1), ["a", "c"]);
+}
+
+#[tokio::test]
+async fn a_slot_withdrawn_as_entered_in_error_leaves_search() {
+    use sasnp::ingest::generate::{GenSpec, to_ndjson};
+    let (app, publisher, source, op) = setup().await;
+    let spec = GenSpec::new(11, 200, 12, common::default_now());
+    let generated = sasnp::ingest::generate::generate_on(&spec, app.state.geo.as_ref());
+    let put = |body: String| {
+        app.client
+            .put(app.url(&format!("/v1/sources/{source}/slots")))
+            .bearer_auth(&publisher)
+            .header("Content-Type", "application/x-ndjson")
+            .body(body)
+            .send()
+    };
+    let ndjson = String::from_utf8(to_ndjson(&generated)).unwrap();
+    let res = put(ndjson.clone()).await.unwrap();
+    assert_eq!(res.status(), 200);
+    const QUERY: &str = "commune=44109&limit=100&radius_km=60";
+    let before = result_ids(&app.search(&op, QUERY).await.1);
+    let gone = before.first().expect("generated slots near Nantes").clone();
+    // The same feed with that slot's line withdrawn by its publisher.
+    let mut withdrawn = 0;
+    let changed: String = ndjson
+        .lines()
+        .map(|line| {
+            let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+            if v["resourceType"] == "Slot" && v["id"] == gone.as_str() {
+                v["status"] = json!("entered-in-error");
+                withdrawn += 1;
+            }
+            v.to_string() + "\n"
+        })
+        .collect();
+    assert_eq!(withdrawn, 1, "the slot's line is in the feed");
+    let res = put(changed).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let r: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(r["entered_in_error"], 1, "{r}");
+    assert_eq!(r["removed"], 1, "{r}");
+    assert_eq!(
+        r["accepted"].as_u64(),
+        Some(generated.slots.len() as u64 - 1)
+    );
+    let after = result_ids(&app.search(&op, QUERY).await.1);
+    assert!(!after.contains(&gone), "{gone} still offered");
+    assert_eq!(
+        after.len(),
+        before.len() - usize::from(before.len() < 100),
+        "only that slot left"
+    );
+}
