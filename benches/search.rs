@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
 use std::time::{Duration, Instant};
 
-const NOW: i64 = 1_795_424_400; // 2026-11-23 09:00 UTC
+pub const NOW: i64 = 1_795_424_400; // 2026-11-23 09:00 UTC
 
 /// Weighted sampler over communes by population.
 struct Towns<'g> {

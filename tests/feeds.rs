@@ -310,8 +310,8 @@ async fn a_cpts_reaches_only_its_own_sources() {
 }
 
 #[tokio::test]
-async fn fhir_and_ndjson_feeds_from_the_generator_ingest_exactly() {
-    use sasnp::ingest::generate::{GenSpec, to_fhir_bundle, to_ndjson};
+async fn feeds_from_the_generator_ingest_exactly_in_every_format() {
+    use sasnp::ingest::generate::{GenSpec, to_csv, to_fhir_bundle, to_ndjson};
     let (app, publisher, source, op) = setup().await;
     let spec = GenSpec::new(7, 300, 25, common::default_now());
     let generated = sasnp::ingest::generate::generate_on(&spec, app.state.geo.as_ref());
@@ -319,6 +319,8 @@ async fn fhir_and_ndjson_feeds_from_the_generator_ingest_exactly() {
     for (ct, body) in [
         ("application/fhir+json", to_fhir_bundle(&generated)),
         ("application/x-ndjson", to_ndjson(&generated)),
+        ("text/csv", to_csv(&generated, b';')),
+        ("text/csv; charset=utf-8", to_csv(&generated, b',')),
     ] {
         let res = app
             .client
@@ -547,4 +549,29 @@ async fn a_slot_withdrawn_as_entered_in_error_leaves_search() {
         before.len() - usize::from(before.len() < 100),
         "only that slot left"
     );
+}
+
+#[tokio::test]
+async fn the_report_counts_every_rejection_and_keeps_a_hundred_examples_per_reason() {
+    let (app, publisher, source, op) = setup().await;
+    // 151 lines with the same slot id: the first is kept, 150 are refused.
+    let rows: Vec<Row> = (0..151)
+        .map(|_| Row::new("same", "2026-11-23 11:00", Place::NantesCentre))
+        .collect();
+    let (s, r) = app.push_csv(&publisher, source, csv_feed(&rows)).await;
+    assert_eq!(s, 200, "{r}");
+    let (_, stored) = app
+        .get_json(&format!("/v1/sources/{source}/report"), Some(&publisher))
+        .await;
+    for report in [&r, &stored] {
+        assert_eq!(report["received"], 151, "{report}");
+        assert_eq!(report["accepted"], 1);
+        assert_eq!(report["rejected"]["duplicate_id"], 150);
+        let examples = report["examples"]["duplicate_id"].as_array().unwrap();
+        assert_eq!(examples.len(), 100);
+        // lines numbered from the header (line 1): the kept row is line 2
+        assert_eq!(examples[0]["line"], 3);
+        assert_eq!(examples[99]["line"], 102);
+    }
+    assert_eq!(result_ids(&app.search(&op, AT_NANTES).await.1), ["same"]);
 }
