@@ -494,3 +494,216 @@ async fn sixty_four_operators_racing_for_ten_slots_book_each_once() {
     assert_eq!(slots.len(), 10);
     assert_eq!(app.search(&app.admin_token, AT_NANTES).await.1["count"], 0);
 }
+
+/// The id of the stored slot published as `external` — also one a search does not show, as a
+/// client that kept or guessed an id would have it.
+async fn stored_slot_id(app: &TestApp, external: &str) -> i64 {
+    let external = external.to_string();
+    app.state
+        .db
+        .run(move |c| {
+            use sasnp::store::schema::slots;
+            Ok(sasnp::db_run!(c, |c| slots::table
+                .filter(slots::external_id.eq(&external))
+                .select(slots::id)
+                .first::<i64>(c))?)
+        })
+        .await
+        .unwrap()
+}
+
+/// Asserts a 409 `slot_unavailable` whose detail contains `why`.
+fn assert_unavailable((s, body): (u16, serde_json::Value), why: &str) {
+    assert_eq!(s, 409, "{body}");
+    assert_eq!(body["code"], "slot_unavailable", "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains(why),
+        "`{why}` not in {body}"
+    );
+}
+
+const TYPE_CRENEAU: &str =
+    "https://mos.esante.gouv.fr/NOS/TRE_R314-TypeCreneau/FHIR/TRE-R314-TypeCreneau";
+
+/// A SAS FHIR bundle of one place at Nantes centre, each slot `(id, start UTC, audiences)`
+/// 20 minutes long and free.
+fn fhir_bundle(slots: &[(&str, &str, &[&str])]) -> String {
+    let mut entry = vec![
+        json!({"resource": {"resourceType": "Schedule", "id": "sch", "actor": [{"reference": "Location/loc"}]}}),
+        json!({"resource": {"resourceType": "Location", "id": "loc", "name": "Cabinet Graslin",
+            "position": {"latitude": 47.2184, "longitude": -1.5536},
+            "address": {"line": ["2 rue Crébillon"], "postalCode": "44000", "city": "Nantes"}}}),
+    ];
+    for (id, start, audiences) in slots {
+        let start: chrono::DateTime<chrono::Utc> = start.parse().unwrap();
+        let end = start + chrono::Duration::minutes(20);
+        let security: Vec<_> = audiences
+            .iter()
+            .map(|a| json!({"system": TYPE_CRENEAU, "code": a}))
+            .collect();
+        entry.push(json!({"resource": {"resourceType": "Slot", "id": id,
+            "meta": {"security": security},
+            "schedule": {"reference": "Schedule/sch"}, "status": "free",
+            "start": start.to_rfc3339(), "end": end.to_rfc3339()}}));
+    }
+    json!({"resourceType": "Bundle", "type": "collection", "entry": entry}).to_string()
+}
+
+async fn push_fhir(app: &TestApp, token: &str, source: i64, body: String) -> serde_json::Value {
+    let res = app
+        .client
+        .put(app.url(&format!("/v1/sources/{source}/slots")))
+        .bearer_auth(token)
+        .header("Content-Type", "application/fhir+json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    res.json().await.unwrap()
+}
+
+/// A slot published for professionals only (`meta.security` PRO) is neither shown nor held by
+/// id; a slot whose audience a refresh narrows to PRO while held cannot be booked.
+#[tokio::test]
+async fn a_pro_only_slot_is_not_offered_and_cannot_be_held_or_booked() {
+    let (app, publisher, source, op) = setup(&[]).await;
+    // 10:00 UTC = 11:00 Paris
+    let feed = |snp_audience: &'static [&'static str]| {
+        fhir_bundle(&[
+            ("pro", "2026-11-23T10:00:00Z", &["PRO"]),
+            ("pro-snp", "2026-11-23T10:30:00Z", &["PRO", "SNP"]),
+            ("snp", "2026-11-23T11:00:00Z", snp_audience),
+            ("public", "2026-11-23T11:30:00Z", &["PUBLIC"]),
+            ("none", "2026-11-23T12:00:00Z", &[]),
+        ])
+    };
+    let report = push_fhir(&app, &publisher, source, feed(&["SNP"])).await;
+    assert_eq!(report["accepted"], 5, "{report}");
+    assert_eq!(
+        result_ids(&app.search(&op, AT_NANTES).await.1),
+        ["pro-snp", "snp", "public", "none"],
+        "PRO-only is not offered; PRO with SNP, PUBLIC or no audience is"
+    );
+    let pro = stored_slot_id(&app, "pro").await;
+    assert_unavailable(hold(&app, &op, pro).await, "professionals only");
+    for visible in ["pro-snp", "public", "none"] {
+        let id = app.slot_id_near_nantes(&op, visible).await;
+        assert_eq!(hold(&app, &op, id).await.0, 201, "{visible}");
+    }
+    // Held, then the publisher restricts it to professionals: the booking is refused.
+    let snp = app.slot_id_near_nantes(&op, "snp").await;
+    let (s, h) = hold(&app, &op, snp).await;
+    assert_eq!(s, 201, "{h}");
+    push_fhir(&app, &publisher, source, feed(&["PRO"])).await;
+    let (s, body) = app
+        .post_json(
+            &op,
+            &format!("/v1/holds/{}/confirm", h["hold_id"].as_str().unwrap()),
+            json!({"orientation_category": "001"}),
+        )
+        .await;
+    assert_unavailable((s, body), "professionals");
+    let (_, list) = app.get_json("/v1/appointments", Some(&op)).await;
+    assert_eq!(list["count"], 0, "nothing was booked");
+}
+
+/// A pushed source is stale 24 h after its last push: from that instant (as search reckons
+/// it) its slots cannot be held; a new push makes them holdable again.
+#[tokio::test]
+async fn a_slot_of_a_stale_pushed_source_is_not_offered_and_cannot_be_held() {
+    let rows = [
+        Row::new("a", "2026-11-25 11:00", Place::NantesCentre),
+        Row::new("b", "2026-11-25 11:30", Place::NantesCentre),
+    ];
+    let (app, publisher, source, op) = setup(&rows).await;
+    let a = app.slot_id_near_nantes(&op, "a").await;
+    let b = app.slot_id_near_nantes(&op, "b").await;
+    // one second before the limit: still fresh
+    app.clock
+        .advance(chrono::Duration::hours(24) - chrono::Duration::seconds(1));
+    assert_eq!(result_ids(&app.search(&op, AT_NANTES).await.1), ["a", "b"]);
+    assert_eq!(hold(&app, &op, a).await.0, 201);
+    // at the limit: stale for search and for holds
+    app.clock.advance(chrono::Duration::seconds(1));
+    assert_eq!(app.search(&op, AT_NANTES).await.1["count"], 0);
+    assert_unavailable(
+        hold(&app, &op, b).await,
+        "source `Agenda CPTS` of this slot is stale (last refreshed 2026-11-23T10:00:00+01:00)",
+    );
+    // the publisher pushes again: fresh, holdable
+    let (s, _) = app.push_csv(&publisher, source, csv_feed(&rows)).await;
+    assert_eq!(s, 200);
+    assert_eq!(result_ids(&app.search(&op, AT_NANTES).await.1), ["b"]);
+    assert_eq!(hold(&app, &op, b).await.0, 201);
+}
+
+/// A polled source is stale after `pull_stale_factor` (3) poll intervals without success.
+#[tokio::test]
+async fn a_slot_of_a_stale_polled_source_cannot_be_held() {
+    let app = spawn_app().await;
+    let cpts = app.nantes_cpts();
+    let publisher = app.token("cpts-nantes", Role::Cpts, Some(&cpts)).await;
+    let op = app.token("osnp-1", Role::Operator, None).await;
+    // nothing listens on port 9: its polls fail, which never refreshes the data
+    let (s, src) = app
+        .post_json(
+            &publisher,
+            "/v1/sources",
+            json!({"name": "Agenda polled", "format": "csv", "cpts": cpts,
+                   "url": "http://127.0.0.1:9/slots.csv", "poll_interval_s": 60}),
+        )
+        .await;
+    assert_eq!(s, 201, "{src}");
+    let source = src["id"].as_i64().unwrap();
+    let rows = [
+        Row::new("a", "2026-11-23 11:00", Place::NantesCentre),
+        Row::new("b", "2026-11-23 11:30", Place::NantesCentre),
+    ];
+    let (s, report) = app.push_csv(&publisher, source, csv_feed(&rows)).await;
+    assert_eq!(s, 200, "{report}");
+    let a = app.slot_id_near_nantes(&op, "a").await;
+    let b = app.slot_id_near_nantes(&op, "b").await;
+    app.clock.advance(chrono::Duration::seconds(179));
+    assert_eq!(hold(&app, &op, a).await.0, 201, "fresh for 3 × 60 s");
+    app.clock.advance(chrono::Duration::seconds(1));
+    assert_eq!(app.search(&op, AT_NANTES).await.1["count"], 0);
+    assert_unavailable(hold(&app, &op, b).await, "is stale");
+}
+
+/// Busy at the publisher, withdrawn from the feed, started: none can be held by id.
+#[tokio::test]
+async fn slots_the_publisher_does_not_offer_or_that_started_cannot_be_held() {
+    let rows = [
+        Row::new("a", "2026-11-23 11:00", Place::NantesCentre),
+        Row::new("b", "2026-11-23 11:30", Place::NantesCentre),
+        Row {
+            status: "occupe",
+            ..Row::new("busy", "2026-11-23 12:00", Place::NantesCentre)
+        },
+    ];
+    let (app, publisher, source, op) = setup(&rows).await;
+    assert_eq!(result_ids(&app.search(&op, AT_NANTES).await.1), ["a", "b"]);
+    let busy = stored_slot_id(&app, "busy").await;
+    assert_unavailable(hold(&app, &op, busy).await, "taken at its publisher");
+    // b leaves the feed while held; released, it stays withdrawn
+    let b = app.slot_id_near_nantes(&op, "b").await;
+    let (_, h) = hold(&app, &op, b).await;
+    let (s, _) = app.push_csv(&publisher, source, csv_feed(&rows[..1])).await;
+    assert_eq!(s, 200);
+    let res = app
+        .client
+        .delete(app.url(&format!("/v1/holds/{}", h["hold_id"].as_str().unwrap())))
+        .bearer_auth(&op)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(result_ids(&app.search(&op, AT_NANTES).await.1), ["a"]);
+    assert_unavailable(hold(&app, &op, b).await, "withdrawn by its publisher");
+    // a starts at 11:00 Paris: from that instant it cannot be held
+    let a = app.slot_id_near_nantes(&op, "a").await;
+    app.clock.advance(chrono::Duration::hours(1));
+    assert_eq!(app.search(&op, AT_NANTES).await.1["count"], 0);
+    assert_unavailable(hold(&app, &op, a).await, "already started");
+}

@@ -5,7 +5,7 @@ use crate::error::ApiError;
 use crate::http::AppState;
 use crate::http::auth::Caller;
 use crate::http::search::paris;
-use crate::store::bookings::{self, Actor, AppointmentRow, BookingError};
+use crate::store::bookings::{self, Actor, AppointmentRow, BookingError, Staleness};
 use actix_web::{HttpResponse, delete, get, patch, post, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -90,9 +90,10 @@ pub async fn hold(
         state.clock.now().timestamp(),
     );
     let ttl = i64::try_from(state.settings.hold_ttl_s).unwrap_or(300);
+    let staleness = Staleness::of(&state.settings);
     let (h, cpts) = state
         .db
-        .run(move |c| Ok(bookings::hold(c, slot_id, actor, now, ttl)))
+        .run(move |c| Ok(bookings::hold(c, slot_id, actor, now, ttl, staleness)))
         .await?
         .inspect_err(count_conflict(&state, "hold"))?;
     state.index.mark_taken(slot_id, h.expires_at);
