@@ -707,3 +707,178 @@ async fn slots_the_publisher_does_not_offer_or_that_started_cannot_be_held() {
     assert_eq!(app.search(&op, AT_NANTES).await.1["count"], 0);
     assert_unavailable(hold(&app, &op, a).await, "already started");
 }
+
+/// Holds then confirms `slot`; returns the appointment id.
+async fn book(app: &TestApp, op: &str, slot: i64) -> i64 {
+    let (s, h) = hold(app, op, slot).await;
+    assert_eq!(s, 201, "{h}");
+    let (s, appt) = app
+        .post_json(
+            op,
+            &format!("/v1/holds/{}/confirm", h["hold_id"].as_str().unwrap()),
+            json!({"orientation_category": "001"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{appt}");
+    appt["appointment_id"].as_i64().unwrap()
+}
+
+async fn set_status(app: &TestApp, op: &str, id: i64, status: &str) -> (u16, serde_json::Value) {
+    let res = app
+        .client
+        .patch(app.url(&format!("/v1/appointments/{id}")))
+        .bearer_auth(op)
+        .json(&json!({"status": status}))
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.json().await.unwrap())
+}
+
+/// The CPTS ids of an appointment list, in order (or the status when refused).
+async fn listed_cpts(app: &TestApp, token: &str, query: &str) -> Result<Vec<String>, u16> {
+    let (s, body) = app
+        .get_json(&format!("/v1/appointments{query}"), Some(token))
+        .await;
+    if s != 200 {
+        return Err(s);
+    }
+    Ok(body["appointments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["cpts_id"].as_str().unwrap().to_string())
+        .collect())
+}
+
+/// Operators list every CPTS or filter one; a `cpts` account sees its own CPTS only, and is
+/// refused another's; analysts are refused.
+#[tokio::test]
+async fn the_appointment_list_follows_the_callers_role() {
+    let (app, _, _, op) = setup(&two_slots()).await;
+    let nantes = app.nantes_cpts();
+    // a second CPTS, in Angers, publishing one slot there
+    let angers_point = sasnp::domain::LatLon::new(47.4739, -0.5517).unwrap();
+    let angers = app
+        .state
+        .geo
+        .locate(angers_point)
+        .unwrap()
+        .territory
+        .unwrap()
+        .id
+        .clone();
+    assert_ne!(angers, nantes);
+    let angers_publisher = app.token("cpts-angers", Role::Cpts, Some(&angers)).await;
+    let angers_source = app.csv_source(&angers_publisher, &angers).await;
+    let angers_csv = "slot_id;debut;duree;profession;lieu;adresse;code_postal;ville;latitude;longitude;modalite\r\n\
+                      ang;2026-11-23 12:00;20;10;Cabinet du Ralliement;1 place du Ralliement;49100;Angers;47,4739;-0,5517;AMB\r\n";
+    let (s, report) = app
+        .push_csv(&angers_publisher, angers_source, angers_csv.to_string())
+        .await;
+    assert_eq!(s, 200, "{report}");
+    assert_eq!(report["accepted"], 1, "{report}");
+    let (_, found) = app.search(&op, "lat=47.4739&lon=-0.5517").await;
+    let ang = found["results"][0]["slot_id"].as_i64().unwrap();
+    book(&app, &op, ang).await;
+    book(&app, &op, app.slot_id_near_nantes(&op, "a").await).await;
+
+    let (n, a) = (nantes.clone(), angers.clone());
+    assert_eq!(
+        listed_cpts(&app, &op, "").await,
+        Ok(vec![n.clone(), a.clone()])
+    );
+    assert_eq!(
+        listed_cpts(&app, &op, &format!("?cpts={n}")).await,
+        Ok(vec![n.clone()])
+    );
+    assert_eq!(
+        listed_cpts(&app, &op, &format!("?cpts={a}")).await,
+        Ok(vec![a.clone()])
+    );
+    assert_eq!(
+        listed_cpts(&app, &app.admin_token, &format!("?cpts={a}")).await,
+        Ok(vec![a.clone()])
+    );
+    // a CPTS coordinator: own CPTS with or without the filter, another CPTS refused
+    let coord = app.token("coord-nantes", Role::Cpts, Some(&nantes)).await;
+    assert_eq!(listed_cpts(&app, &coord, "").await, Ok(vec![n.clone()]));
+    assert_eq!(
+        listed_cpts(&app, &coord, &format!("?cpts={n}")).await,
+        Ok(vec![n.clone()])
+    );
+    let (s, body) = app
+        .get_json(&format!("/v1/appointments?cpts={a}"), Some(&coord))
+        .await;
+    assert_eq!(s, 403, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains(&a), "{body}");
+    // a `cpts` account with no CPTS (made outside the API) sees nothing, not every CPTS
+    let orphan = app.token("coord-none", Role::Cpts, None).await;
+    assert_eq!(listed_cpts(&app, &orphan, "").await, Err(403));
+    let analyst = app.token("ars", Role::Analyst, None).await;
+    assert_eq!(listed_cpts(&app, &analyst, "").await, Err(403));
+    assert_eq!(
+        listed_cpts(&app, &analyst, &format!("?cpts={n}")).await,
+        Err(403)
+    );
+    // from/to select on the start
+    assert_eq!(
+        listed_cpts(&app, &op, "?from=2026-11-23T11:30:00%2B01:00&to=2026-11-24").await,
+        Ok(vec![a.clone()])
+    );
+    let (s, body) = app
+        .get_json("/v1/appointments?from=tomorrow", Some(&op))
+        .await;
+    assert_eq!(s, 400);
+    assert!(body["detail"].as_str().unwrap().contains("from"), "{body}");
+}
+
+/// After the start: `noshow` is recorded; cancelling then does not free the slot (it started).
+#[tokio::test]
+async fn after_the_start_noshow_is_recorded_and_a_cancellation_frees_nothing() {
+    let (app, _, _, op) = setup(&two_slots()).await;
+    let a = app.slot_id_near_nantes(&op, "a").await;
+    let b = app.slot_id_near_nantes(&op, "b").await;
+    let ida = book(&app, &op, a).await;
+    let idb = book(&app, &op, b).await;
+    // 11:10 Paris: a (11:00–11:20) is under way, b (11:30) has not started
+    app.clock.advance(chrono::Duration::minutes(70));
+    assert_eq!(
+        set_status(&app, &op, idb, "noshow").await.0,
+        409,
+        "b has not started"
+    );
+    let (s, body) = set_status(&app, &op, ida, "noshow").await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["status"], "noshow");
+    assert_eq!(body["updated_at"], "2026-11-23T11:10:00+01:00");
+    let (s, body) = set_status(&app, &op, ida, "fulfilled").await;
+    assert_eq!(s, 409, "noshow is final: {body}");
+    assert_eq!(body["code"], "invalid_transition");
+    // cancelling a started appointment keeps its slot taken
+    app.clock.advance(chrono::Duration::minutes(25)); // 11:35: b started
+    let (s, body) = set_status(&app, &op, idb, "cancelled").await;
+    assert_eq!(s, 200, "{body}");
+    let still_linked: Option<i64> = app
+        .state
+        .db
+        .run(move |c| {
+            use sasnp::store::schema::slots;
+            Ok(sasnp::db_run!(c, |c| slots::table
+                .find(b)
+                .select(slots::appointment_id)
+                .first(c))?)
+        })
+        .await
+        .unwrap();
+    assert_eq!(still_linked, Some(idb), "the started slot is not freed");
+    assert_unavailable(hold(&app, &op, b).await, "already booked");
+    let (_, list) = app.get_json("/v1/appointments", Some(&op)).await;
+    let statuses: Vec<&str> = list["appointments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["noshow", "cancelled"]);
+}

@@ -260,11 +260,18 @@ pub async fn list(
     let cpts = match caller.0.role {
         Role::Admin | Role::Operator => q.cpts,
         Role::Cpts => {
-            let own = caller.0.cpts_id.clone();
+            // A `cpts` account sees its own CPTS only; one without a CPTS (made outside the
+            // API) sees nothing rather than every CPTS.
+            let own = caller.0.cpts_id.clone().ok_or_else(|| {
+                ApiError::forbidden(format!(
+                    "your account `{}` is a `cpts` account with no CPTS: ask an admin to set it",
+                    caller.0.name
+                ))
+            })?;
             if let Some(asked) = &q.cpts {
                 caller.require_cpts(asked)?;
             }
-            own
+            Some(own)
         }
         Role::Analyst => {
             return Err(caller
