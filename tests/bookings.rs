@@ -882,3 +882,52 @@ async fn after_the_start_noshow_is_recorded_and_a_cancellation_frees_nothing() {
         .collect();
     assert_eq!(statuses, ["noshow", "cancelled"]);
 }
+
+/// Separators do not hide a NIR; opaque references and UUIDs pass and are stored as given.
+#[tokio::test]
+async fn a_nir_with_separators_is_refused_and_opaque_references_pass() {
+    let (app, _, _, op) = setup(&two_slots()).await;
+    let a = app.slot_id_near_nantes(&op, "a").await;
+    let (_, h) = hold(&app, &op, a).await;
+    let confirm = format!("/v1/holds/{}/confirm", h["hold_id"].as_str().unwrap());
+    for nir in [
+        "1 85 05 78 006 084 91",
+        "1-85-05-78-006-084-91",
+        "1.85.05.78.006.084.91",
+        "1_85_05_78_006_084_91",
+        "2-85-05-2A-006-084-91",
+        "1-85-05-78-006-084",
+    ] {
+        let (s, body) = app
+            .post_json(
+                &op,
+                &confirm,
+                json!({"orientation_category": "001", "patient_ref": nir}),
+            )
+            .await;
+        assert_eq!(s, 422, "{nir}: {body}");
+        assert_eq!(body["code"], "invalid_patient_ref");
+        assert!(body["detail"].as_str().unwrap().contains("patient_ref"));
+    }
+    let uuid = "0f8fad5b-d9cb-469f-a165-70867728950e";
+    let (s, appt) = app
+        .post_json(
+            &op,
+            &confirm,
+            json!({"orientation_category": "001", "patient_ref": uuid}),
+        )
+        .await;
+    assert_eq!(s, 201, "{appt}");
+    assert_eq!(appt["patient_ref"], uuid);
+    let b = app.slot_id_near_nantes(&op, "b").await;
+    let (_, h) = hold(&app, &op, b).await;
+    let (s, appt) = app
+        .post_json(
+            &op,
+            &format!("/v1/holds/{}/confirm", h["hold_id"].as_str().unwrap()),
+            json!({"orientation_category": "001", "patient_ref": "C15-2026-000123"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{appt}");
+    assert_eq!(appt["patient_ref"], "C15-2026-000123");
+}
