@@ -2,14 +2,22 @@
 
 mod common;
 
-use common::{Place, Row, TestApp, csv_feed, result_ids, spawn_app};
+use common::{Place, Row, TestApp, csv_feed, result_ids, spawn_app, spawn_app_with};
 use sasnp::domain::Role;
 use serde_json::json;
 
 const AT_NANTES: &str = "lat=47.2184&lon=-1.5536&limit=50";
 
 async fn setup(rows: &[Row<'_>]) -> (TestApp, String, i64, String) {
-    let app = spawn_app().await;
+    setup_with(rows, |_| {}).await
+}
+
+/// [`setup`] with the settings tweaked.
+async fn setup_with(
+    rows: &[Row<'_>],
+    tweak: impl FnOnce(&mut sasnp::config::Settings),
+) -> (TestApp, String, i64, String) {
+    let app = spawn_app_with(tweak).await;
     let cpts = app.nantes_cpts();
     let publisher = app.token("cpts-nantes", Role::Cpts, Some(&cpts)).await;
     let source = app.csv_source(&publisher, &cpts).await;
@@ -930,4 +938,31 @@ async fn a_nir_with_separators_is_refused_and_opaque_references_pass() {
         .await;
     assert_eq!(s, 201, "{appt}");
     assert_eq!(appt["patient_ref"], "C15-2026-000123");
+}
+
+/// A configured hold TTL (120 s) sets `expires_at` and the instant the slot comes back.
+#[tokio::test]
+async fn a_configured_hold_ttl_is_applied_end_to_end() {
+    let (app, _, _, op1) = setup_with(&two_slots(), |s| s.hold_ttl_s = 120).await;
+    let op2 = app.token("osnp-2", Role::Operator, None).await;
+    let a = app.slot_id_near_nantes(&op1, "a").await;
+    let (s, h) = hold(&app, &op1, a).await;
+    assert_eq!(s, 201);
+    assert_eq!(h["expires_at"], "2026-11-23T10:02:00+01:00");
+    app.clock.advance(chrono::Duration::seconds(119));
+    assert_eq!(result_ids(&app.search(&op2, AT_NANTES).await.1), ["b"]);
+    assert_unavailable(hold(&app, &op2, a).await, "holding");
+    app.clock.advance(chrono::Duration::seconds(1));
+    assert_eq!(result_ids(&app.search(&op2, AT_NANTES).await.1), ["a", "b"]);
+    let (s, body) = app
+        .post_json(
+            &op1,
+            &format!("/v1/holds/{}/confirm", h["hold_id"].as_str().unwrap()),
+            json!({"orientation_category": "001"}),
+        )
+        .await;
+    assert_unavailable((s, body), "expired");
+    let (s, h2) = hold(&app, &op2, a).await;
+    assert_eq!(s, 201, "{h2}");
+    assert_eq!(h2["expires_at"], "2026-11-23T10:04:00+01:00");
 }
