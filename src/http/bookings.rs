@@ -5,7 +5,7 @@ use crate::error::ApiError;
 use crate::http::AppState;
 use crate::http::auth::Caller;
 use crate::http::search::paris;
-use crate::store::bookings::{self, Actor, AppointmentRow, BookingError};
+use crate::store::bookings::{self, Actor, AppointmentRow, BookingError, Staleness};
 use actix_web::{HttpResponse, delete, get, patch, post, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -49,23 +49,62 @@ pub const ORIENTATION_CATEGORIES: [(&str, &str); 3] = [
 ];
 
 /// A pseudonymous patient reference: 4–64 characters of `A-Z a-z 0-9 . _ : -`, at least one
-/// digit, and not shaped like a NIR (13 or 15 digits). Names and NIR are refused.
+/// digit, and nothing in it shaped like a NIR. Names (no digit, or a space) and NIR are refused.
+///
+/// NIR detection: the separators people type inside a NIR (space, `.`, `-`, `_`, `/`) are
+/// removed first, then any run of exactly 13 (no key) or 15 (with key) NIR characters is
+/// refused — a sex digit 1, 2, 3, 4, 7 or 8, then digits, the department at positions 6–7
+/// possibly Corsica's `2A`/`2B`. A hyphenated UUID is accepted as such (its hex groups joined
+/// could otherwise make such a run).
+///
+/// Limits, on purpose: a reference whose digits happen to join into such a run is refused too
+/// (e.g. `C15-2026-0001234`: choose another format); a NIR typed with a wrong length, or
+/// split by other characters, and a name written with digits (`Dupont85`) are not recognised:
+/// no rule on an opaque string can tell them apart from a genuine reference.
 pub fn check_patient_ref(r: &str) -> Result<(), ApiError> {
     let ok_chars = r
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'));
     let digits = r.chars().filter(char::is_ascii_digit).count();
-    let nir_like = r.chars().all(|c| {
-        c.is_ascii_digit() || c.eq_ignore_ascii_case(&'a') || c.eq_ignore_ascii_case(&'b')
-    }) && (digits == 13 || digits == 15 || r.len() == 13 || r.len() == 15);
-    if (4..=64).contains(&r.len()) && ok_chars && digits > 0 && !nir_like {
+    let uuid = r.len() == 36 && uuid::Uuid::try_parse(r).is_ok();
+    if (4..=64).contains(&r.len()) && ok_chars && digits > 0 && (uuid || !contains_nir(r)) {
         Ok(())
     } else {
         Err(ApiError::unprocessable(
             "invalid_patient_ref",
-            "`patient_ref` must be an opaque pseudonymous reference (4–64 characters A-Z, 0-9, . _ : -, with a digit), never a name or a NIR",
+            "`patient_ref` must be an opaque pseudonymous reference (4–64 characters A-Z, 0-9, . _ : -, with a digit), never a name or a NIR (13 or 15 digits in a row, separators ignored)",
         ))
     }
+}
+
+/// Whether `r`, separators (space `.` `-` `_` `/`) removed, holds a run of exactly 13 or 15
+/// NIR characters (see [`check_patient_ref`]). A run is bounded by a non-digit, the ends of
+/// `r`, or a separator: `C15-185057800608491` holds one.
+fn contains_nir(r: &str) -> bool {
+    // each character kept, uppercased, and whether a separator came right before it
+    let mut c: Vec<(u8, bool)> = Vec::with_capacity(r.len());
+    let mut sep = false;
+    for b in r.bytes() {
+        if matches!(b, b' ' | b'.' | b'-' | b'_' | b'/') {
+            sep = true;
+        } else {
+            c.push((b.to_ascii_uppercase(), sep));
+            sep = false;
+        }
+    }
+    let digit = |i: usize| c.get(i).is_some_and(|(b, _)| b.is_ascii_digit());
+    let ends_at = |j: usize| !digit(j) || c[j].1;
+    (0..c.len()).any(|i| {
+        let starts = i == 0 || !digit(i - 1) || c[i].1;
+        let nir13 = starts
+            && matches!(c[i].0, b'1'..=b'4' | b'7' | b'8')
+            && (1..5).all(|k| digit(i + k))
+            && ((digit(i + 5) && digit(i + 6))
+                || (c.get(i + 5).map(|x| x.0) == Some(b'2')
+                    && matches!(c.get(i + 6).map(|x| x.0), Some(b'A' | b'B'))))
+            && (7..13).all(|k| digit(i + k));
+        nir13 && (ends_at(i + 13) || (digit(i + 13) && digit(i + 14) && ends_at(i + 15)))
+    })
 }
 
 pub fn appointment_json(a: &AppointmentRow) -> Value {
@@ -90,9 +129,10 @@ pub async fn hold(
         state.clock.now().timestamp(),
     );
     let ttl = i64::try_from(state.settings.hold_ttl_s).unwrap_or(300);
+    let staleness = Staleness::of(&state.settings);
     let (h, cpts) = state
         .db
-        .run(move |c| Ok(bookings::hold(c, slot_id, actor, now, ttl)))
+        .run(move |c| Ok(bookings::hold(c, slot_id, actor, now, ttl, staleness)))
         .await?
         .inspect_err(count_conflict(&state, "hold"))?;
     state.index.mark_taken(slot_id, h.expires_at);
@@ -259,11 +299,18 @@ pub async fn list(
     let cpts = match caller.0.role {
         Role::Admin | Role::Operator => q.cpts,
         Role::Cpts => {
-            let own = caller.0.cpts_id.clone();
+            // A `cpts` account sees its own CPTS only; one without a CPTS (made outside the
+            // API) sees nothing rather than every CPTS.
+            let own = caller.0.cpts_id.clone().ok_or_else(|| {
+                ApiError::forbidden(format!(
+                    "your account `{}` is a `cpts` account with no CPTS: ask an admin to set it",
+                    caller.0.name
+                ))
+            })?;
             if let Some(asked) = &q.cpts {
                 caller.require_cpts(asked)?;
             }
-            own
+            Some(own)
         }
         Role::Analyst => {
             return Err(caller
@@ -285,4 +332,56 @@ pub async fn list(
         .run(move |c| bookings::list_appointments(c, cpts.as_deref(), from, to))
         .await?;
     Ok(HttpResponse::Ok().json(json!({"count": rows.len(), "appointments": rows.iter().map(appointment_json).collect::<Vec<_>>()})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_patient_ref;
+
+    #[test]
+    fn a_nir_is_refused_however_it_is_written() {
+        for r in [
+            "185057800608491",
+            "1850578006084",
+            "1 85 05 78 006 084 91",
+            "1-85-05-78-006-084-91",
+            "1.85.05.78.006.084.91",
+            "1_85_05_78_006_084_91",
+            "1/85/05/78/006/084/91",
+            "1-85-05-78-006-084",
+            "2 85 05 2A 006 084 91",
+            "285052b006084",
+            "nir:1-85-05-78-006-084-91",
+            "C15-185057800608491",
+            "C15-1-85-05-78-006-084-91-x",
+        ] {
+            assert!(check_patient_ref(r).is_err(), "{r} was accepted");
+        }
+    }
+
+    #[test]
+    fn opaque_references_and_uuids_still_pass() {
+        for r in [
+            "C15-2026-000123",
+            "C15:2026:000123",
+            "550e8400-e29b-41d4-a716-446655440000",
+            "0f8fad5b-d9cb-469f-a165-70867728950e",
+            "DOS.2026.11.23.0042",
+            // runs of 12, 14 and 16 digits are not NIR-shaped
+            "R-123456789012",
+            "12345678901234",
+            "R1234567890123456",
+            // 13 digits whose first is not a sex digit (1, 2, 3, 4, 7, 8)
+            "REF-5850578006084",
+        ] {
+            assert!(check_patient_ref(r).is_ok(), "{r} was refused");
+        }
+    }
+
+    #[test]
+    fn names_and_malformed_references_are_refused() {
+        for r in ["Jean Dupont", "Dupont", "ab1", "a/b/1234", &"A1".repeat(33)] {
+            assert!(check_patient_ref(r).is_err(), "{r} was accepted");
+        }
+    }
 }

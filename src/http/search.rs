@@ -429,3 +429,37 @@ pub async fn search_slots(
         .content_type(actix_web::http::header::ContentType::json())
         .body(body))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_ENLARGEMENTS, department_radius, window_bucket};
+
+    #[test]
+    fn each_department_has_its_default_radius_and_step() {
+        for (dep, base_km, step_km) in [
+            ("44", 10.0, 5.0),
+            ("49", 20.0, 10.0),
+            ("53", 30.0, 15.0),
+            ("72", 20.0, 10.0),
+            ("85", 20.0, 10.0),
+        ] {
+            let r = department_radius(dep);
+            assert_eq!(
+                (r.base_m, r.step_m, r.max_steps),
+                (base_km * 1000.0, step_km * 1000.0, MAX_ENLARGEMENTS),
+                "{dep}"
+            );
+            assert_eq!(r.cap_m(), (base_km + 4.0 * step_km) * 1000.0, "{dep}");
+        }
+    }
+
+    #[test]
+    fn window_buckets_follow_each_other_without_gap() {
+        let names = ["0-4h", "4-8h", "8-12h", "12-24h", "24-48h", "48-72h"];
+        let buckets: Vec<(i64, i64)> = names.iter().map(|n| window_bucket(n).unwrap()).collect();
+        assert_eq!(buckets[0].0, 0);
+        assert_eq!(buckets[5].1, 72);
+        assert!(buckets.windows(2).all(|w| w[0].1 == w[1].0));
+        assert_eq!(window_bucket("0-2h"), None);
+    }
+}

@@ -2,16 +2,20 @@
 //!
 //! Rules kept here:
 //! - a hold is one conditional `UPDATE` of the slot row (free, offered, not booked, not held or
-//!   hold expired, not started): exactly one of any number of concurrent operators gets it;
+//!   hold expired, not started, visible to SNP operators, its source fresh): exactly one of any
+//!   number of concurrent operators gets it, and a slot search would not show is never held;
 //! - a confirmation turns the slot's hold into an appointment with another conditional update
-//!   (the hold must still be the slot's, unexpired); an expired hold that someone else took
-//!   again cannot be confirmed;
+//!   (the hold must still be the slot's, unexpired, the slot still free, in its feed and not
+//!   made PRO-only by a refresh); an expired hold that someone else took again cannot be
+//!   confirmed;
 //! - cancelling a future appointment frees its slot; every action is written to `audit_events`
 //!   with the acting account, in the same transaction.
 
-use super::schema::{appointments, audit_events, holds, slots};
+use super::schema::{appointments, audit_events, holds, slots, sources};
 use super::{DbConn, StoreError, write_tx};
+use crate::config::Settings;
 use crate::db_run;
+use crate::domain::slot::AudienceSet;
 use diesel::prelude::*;
 use serde::Serialize;
 
@@ -99,16 +103,78 @@ fn audit(
     Ok(())
 }
 
+/// Stored audience values (the [`AudienceSet`] bits) of slots SNP operators may not offer:
+/// every value [`AudienceSet::visible_to_operators`] refuses (a PRO-only slot). A value out of
+/// `u8` range reads as "no audience declared" (offered), as the index reads it.
+fn hidden_audiences() -> Vec<i32> {
+    (0..=u8::MAX)
+        .filter(|bits| !AudienceSet(*bits).visible_to_operators())
+        .map(i32::from)
+        .collect()
+}
+
+/// How long a source's data may be offered after its last success, as the index reckons it
+/// (`index::load::stale_after_s`): `pull_factor` poll intervals for a polled source (a `url`
+/// and a positive `poll_interval_s`), `push_after_s` otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Staleness {
+    pub push_after_s: i64,
+    pub pull_factor: i64,
+}
+
+impl Staleness {
+    pub fn of(settings: &Settings) -> Self {
+        Staleness {
+            push_after_s: i64::try_from(settings.push_stale_after_s).unwrap_or(i64::MAX),
+            pull_factor: i64::from(settings.pull_stale_factor),
+        }
+    }
+}
+
+/// The `sources` rows whose data is fresh at `$now` under `$st` ([`Staleness`]): the same rule
+/// as `SourceMeta::is_fresh` (`last > 0 && now < last + stale_after`), decided in SQL.
+macro_rules! fresh_sources {
+    ($now:expr, $st:expr) => {{
+        let (now, st): (i64, Staleness) = ($now, $st);
+        let polled = sources::url
+            .is_not_null()
+            .and(sources::poll_interval_s.is_not_null())
+            .and(sources::poll_interval_s.gt(0));
+        let pushed = sources::url
+            .is_null()
+            .or(sources::poll_interval_s.is_null())
+            .or(sources::poll_interval_s.le(0));
+        sources::table
+            .filter(sources::last_success_at.gt(0))
+            .filter(
+                polled
+                    .and(
+                        (sources::last_success_at + sources::poll_interval_s * st.pull_factor)
+                            .gt(now),
+                    )
+                    .or(pushed
+                        .and(sources::last_success_at.gt(now.saturating_sub(st.push_after_s)))),
+            )
+            .select(sources::id)
+    }};
+}
+
 /// Holds `slot_id` for `ttl_s` seconds. Returns the hold and the slot's CPTS.
+///
+/// Only a slot an operator's search could show is held: free at its publisher, still in its
+/// feed, not started, visible to SNP operators (not PRO-only), and its source fresh under
+/// `staleness`; knowing a slot id is not enough.
 pub fn hold(
     conn: &mut DbConn,
     slot_id: i64,
     actor: Actor,
     now: i64,
     ttl_s: i64,
+    staleness: Staleness,
 ) -> Result<(HoldRow, String), BookingError> {
     let hold_id = uuid::Uuid::new_v4().to_string();
     let expires = now + ttl_s;
+    let hidden = hidden_audiences();
     let mut out = None;
     let res = write_tx(conn, |conn| {
         let n = db_run!(&mut *conn, |c| diesel::update(
@@ -119,11 +185,13 @@ pub fn hold(
                 .filter(slots::removed_from_feed_at.is_null())
                 .filter(slots::start_at.gt(now))
                 .filter(slots::hold_id.is_null().or(slots::held_until.le(now)))
+                .filter(slots::audience.ne_all(&hidden))
+                .filter(slots::source_id.eq_any(fresh_sources!(now, staleness)))
         )
         .set((slots::hold_id.eq(&hold_id), slots::held_until.eq(expires)))
         .execute(c))?;
         if n == 0 {
-            out = Some(Err(why_unavailable(conn, slot_id, now)?));
+            out = Some(Err(why_unavailable(conn, slot_id, now, staleness)?));
             return Ok(());
         }
         // A previous hold on this slot that lapsed is now recorded as expired.
@@ -175,35 +243,77 @@ pub fn hold(
 }
 
 /// Explains why a slot could not be held (called after the conditional update matched nothing).
-fn why_unavailable(conn: &mut DbConn, slot_id: i64, now: i64) -> Result<BookingError, StoreError> {
-    type Row = (String, Option<i64>, Option<i64>, Option<i64>, i64);
-    let row: Option<Row> = db_run!(conn, |c| slots::table
+fn why_unavailable(
+    conn: &mut DbConn,
+    slot_id: i64,
+    now: i64,
+    staleness: Staleness,
+) -> Result<BookingError, StoreError> {
+    type Row = (String, Option<i64>, Option<i64>, Option<i64>, i64, i32, i64);
+    let row: Option<Row> = db_run!(&mut *conn, |c| slots::table
         .find(slot_id)
         .select((
             slots::feed_status,
             slots::appointment_id,
             slots::held_until,
             slots::removed_from_feed_at,
-            slots::start_at
+            slots::start_at,
+            slots::audience,
+            slots::source_id
         ))
         .first(c)
         .optional())?;
+    let stale_source = match &row {
+        Some(r) => {
+            let source = r.6;
+            let fresh: bool = db_run!(&mut *conn, |c| diesel::select(diesel::dsl::exists(
+                fresh_sources!(now, staleness).filter(sources::id.eq(source))
+            ))
+            .get_result(c))?;
+            if fresh {
+                None
+            } else {
+                Some(db_run!(&mut *conn, |c| sources::table
+                    .find(source)
+                    .select((sources::name, sources::last_success_at))
+                    .first::<(String, Option<i64>)>(c))?)
+            }
+        }
+        None => None,
+    };
     Ok(match row {
         None => BookingError::NotFound(format!("no slot with id {slot_id}")),
-        Some((_, Some(_), _, _, _)) => {
+        Some((_, Some(_), ..)) => {
             BookingError::Unavailable("this slot is already booked".into())
         }
-        Some((_, _, Some(until), _, _)) if until > now => {
+        Some((_, _, Some(until), ..)) if until > now => {
             BookingError::Unavailable("another operator is holding this slot".into())
         }
-        Some((_, _, _, Some(_), _)) => {
+        Some((_, _, _, Some(_), ..)) => {
             BookingError::Unavailable("this slot was withdrawn by its publisher".into())
         }
         Some((status, ..)) if status != "free" => {
             BookingError::Unavailable("this slot is taken at its publisher".into())
         }
-        Some((.., start)) if start <= now => {
+        Some((.., start, _, _)) if start <= now => {
             BookingError::Unavailable("this slot has already started".into())
+        }
+        Some((.., audience, _)) if hidden_audiences().contains(&audience) => {
+            BookingError::Unavailable(
+                "this slot is published for professionals only (audience PRO): it is not offered to SNP operators".into(),
+            )
+        }
+        Some(_) if stale_source.is_some() => {
+            let (name, last) = stale_source.unwrap_or_default();
+            BookingError::Unavailable(format!(
+                "the source `{name}` of this slot is stale (last refreshed {}): its slots are not offered until its publisher refreshes it",
+                last.filter(|t| *t > 0)
+                    .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+                    .map_or_else(
+                        || "never".to_string(),
+                        |t| t.with_timezone(&chrono_tz::Europe::Paris).to_rfc3339()
+                    )
+            ))
         }
         Some(_) => BookingError::Unavailable("this slot cannot be held".into()),
     })
@@ -293,6 +403,7 @@ pub fn confirm(
     patient_ref: Option<&str>,
     now: i64,
 ) -> Result<AppointmentRow, BookingError> {
+    let hidden = hidden_audiences();
     let mut out = None;
     let res = write_tx(conn, |conn| {
         let h = match load_hold(conn, hold_id).and_then(|h| check_owner(&h, actor).map(|()| h)) {
@@ -342,6 +453,7 @@ pub fn confirm(
                 .filter(slots::appointment_id.is_null())
                 .filter(slots::feed_status.eq("free"))
                 .filter(slots::removed_from_feed_at.is_null())
+                .filter(slots::audience.ne_all(&hidden))
         )
         .set((
             slots::appointment_id.eq(appt.id),
@@ -352,7 +464,7 @@ pub fn confirm(
         if n == 0 {
             // Undo the appointment insert: fail the transaction.
             return Err(StoreError::Conflict(
-                "the slot was taken at its publisher or withdrawn while held".into(),
+                "while held, the slot was taken at its publisher, withdrawn, or restricted to professionals (audience PRO)".into(),
             ));
         }
         db_run!(&mut *conn, |c| diesel::update(holds::table.find(hold_id))
