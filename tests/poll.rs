@@ -644,3 +644,282 @@ async fn if_modified_since_is_sent_back_and_a_304_confirms_freshness() {
     );
     assert_eq!(found(&app, &op).await, ["zz"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// SMART SL `_since`.
+
+const T1: &str = "2026-11-23T08:55:00Z";
+const T2: &str = "2026-11-23T09:00:30Z";
+
+/// A free Slot line of the scripted clinic (`status` other than free when given).
+fn slot(id: &str, start_hour: u32, status: &str) -> String {
+    json!({"resourceType": "Slot", "id": id, "schedule": {"reference": "Schedule/s1"},
+        "status": status, "start": format!("2026-11-23T{start_hour}:00:00+01:00"),
+        "end": format!("2026-11-23T{start_hour}:20:00+01:00")})
+    .to_string()
+}
+
+/// The NDJSON files of one SMART SL data set: a clinic in Nantes and `slots`.
+fn smart_files(slots: &[String]) -> Vec<(String, String)> {
+    let location = json!({"resourceType": "Location", "id": "l1", "name": "Cabinet Graslin",
+        "address": {"line": ["2 rue Crébillon"], "postalCode": "44000", "city": "Nantes"},
+        "position": {"latitude": 47.2184, "longitude": -1.5536}});
+    let role = json!({"resourceType": "PractitionerRole", "id": "r1",
+        "practitioner": {"display": "Dr Anne Morin"},
+        "code": [{"coding": [{"system": "https://mos.esante.gouv.fr/NOS/TRE_G15-ProfessionSante/FHIR/TRE-G15-ProfessionSante", "code": "10"}]}],
+        "specialty": [{"coding": [{"code": "SM54"}]}]});
+    let schedule = json!({"resourceType": "Schedule", "id": "s1",
+        "actor": [{"reference": "Location/l1"}, {"reference": "PractitionerRole/r1"}]});
+    vec![
+        ("Location".into(), format!("{location}\n")),
+        ("PractitionerRole".into(), format!("{role}\n")),
+        ("Schedule".into(), format!("{schedule}\n")),
+        (
+            "Slot".into(),
+            slots.iter().map(|s| format!("{s}\n")).collect(),
+        ),
+    ]
+}
+
+/// Only a Slot file: a change set touching slots only.
+fn slot_changes(slots: &[String]) -> Vec<(String, String)> {
+    vec![(
+        "Slot".into(),
+        slots.iter().map(|s| format!("{s}\n")).collect(),
+    )]
+}
+
+/// (id, local start hour) of what an operator finds around Nantes, sorted.
+async fn found_at(app: &common::TestApp, op: &str) -> Vec<(String, String)> {
+    let (s, body) = app
+        .search(op, "lat=47.2184&lon=-1.5536&limit=100&radius_km=50")
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let mut out: Vec<(String, String)> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let start = r["start"].as_str().unwrap();
+            (
+                r["external_id"].as_str().unwrap().to_string(),
+                start[11..13].to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn at(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(i, h)| (i.to_string(), h.to_string()))
+        .collect()
+}
+
+/// The `_since` of each manifest request received so far.
+fn sinces(p: &Scripted) -> Vec<Option<String>> {
+    p.seen("/$bulk-publish")
+        .into_iter()
+        .map(|s| s.since)
+        .collect()
+}
+
+async fn poll_at(app: &common::TestApp, t: i64, id: i64) {
+    app.clock
+        .set(chrono::DateTime::from_timestamp(t, 0).unwrap());
+    assert_eq!(poll_round(app).await, vec![id], "due at {t}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn since_changes_are_merged_into_the_last_full_set() {
+    let app = common::spawn_app_with(|s| s.pull_stale_factor = 1000).await;
+    let full = smart_files(&[
+        slot("s1", 14, "free"),
+        slot("s2", 15, "free"),
+        slot("s3", 16, "free"),
+    ]);
+    let (publisher, _server) = start_scripted(Script {
+        full: full.clone(),
+        // honoured: s2 moved to 17:00, s4 new
+        delta: Some(slot_changes(&[
+            slot("s2", 17, "free"),
+            slot("s4", 18, "free"),
+        ])),
+        ..Default::default()
+    });
+    let id = pulled_source(
+        &app,
+        "smart-sl",
+        &format!("{}/$bulk-publish", publisher.base()),
+        60,
+    )
+    .await;
+    let op = app.token("op", sasnp::domain::Role::Operator, None).await;
+    let t0 = app.clock_now();
+
+    // First poll: full, no `_since`.
+    first_poll(&app, id).await;
+    assert_eq!(sinces(&publisher), [None]);
+    assert_eq!(
+        found_at(&app, &op).await,
+        at(&[("s1", "14"), ("s2", "15"), ("s3", "16")])
+    );
+
+    // Second: asks changes since the first manifest's transactionTime; the changed and the new
+    // slot join the unchanged ones.
+    publisher.edit(|s| s.transaction_time = T2.into());
+    poll_at(&app, t0 + 60, id).await;
+    assert_eq!(sinces(&publisher), [None, Some(T1.into())]);
+    assert_eq!(
+        found_at(&app, &op).await,
+        at(&[("s1", "14"), ("s2", "17"), ("s3", "16"), ("s4", "18")])
+    );
+    let (_, report) = app
+        .get_json(&format!("/v1/sources/{id}/report"), Some(&app.admin_token))
+        .await;
+    assert_eq!(report["accepted"], 4, "{report}");
+    assert_eq!(source(&app, id).await["last_success_at"], paris(t0 + 60));
+
+    // Third: since the second manifest's time; s3 entered-in-error is withdrawn, the rest stays.
+    publisher.edit(|s| {
+        s.transaction_time = "2026-11-23T09:01:30Z".into();
+        s.delta = Some(slot_changes(&[slot("s3", 16, "entered-in-error")]));
+    });
+    poll_at(&app, t0 + 120, id).await;
+    assert_eq!(sinces(&publisher)[2].as_deref(), Some(T2));
+    assert_eq!(
+        found_at(&app, &op).await,
+        at(&[("s1", "14"), ("s2", "17"), ("s4", "18")])
+    );
+
+    // A failed poll forgets the kept set: the next one is full again, and what the full set
+    // holds is what is offered.
+    publisher.edit(|s| s.answer = Answer::Error500);
+    poll_at(&app, t0 + 180, id).await;
+    assert_eq!(
+        sinces(&publisher)[3].as_deref(),
+        Some("2026-11-23T09:01:30Z")
+    );
+    publisher.edit(|s| s.answer = Answer::Data);
+    let next = app.state.poller.next_at(id).unwrap();
+    poll_at(&app, next, id).await;
+    assert_eq!(sinces(&publisher)[4], None, "full after a failure");
+    assert_eq!(
+        found_at(&app, &op).await,
+        at(&[("s1", "14"), ("s2", "15"), ("s3", "16")])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_ignoring_since_is_read_as_a_full_set() {
+    let app = spawn_app().await;
+    let (publisher, _server) = start_scripted(Script {
+        full: smart_files(&[
+            slot("s1", 14, "free"),
+            slot("s2", 15, "free"),
+            slot("s3", 16, "free"),
+        ]),
+        delta: None,
+        ..Default::default()
+    });
+    let id = pulled_source(
+        &app,
+        "smart-sl",
+        &format!("{}/$bulk-publish", publisher.base()),
+        60,
+    )
+    .await;
+    let op = app.token("op", sasnp::domain::Role::Operator, None).await;
+    let t0 = app.clock_now();
+    first_poll(&app, id).await;
+    assert_eq!(found_at(&app, &op).await.len(), 3);
+    // s2 and s3 vanish from the full set, s4 appears; `_since` is asked but not echoed.
+    publisher.edit(|s| {
+        s.transaction_time = T2.into();
+        s.full = smart_files(&[slot("s1", 14, "free"), slot("s4", 18, "free")]);
+    });
+    poll_at(&app, t0 + 60, id).await;
+    assert_eq!(sinces(&publisher), [None, Some(T1.into())]);
+    assert_eq!(found_at(&app, &op).await, at(&[("s1", "14"), ("s4", "18")]));
+    // and the next poll asks since the new transactionTime
+    poll_at(&app, t0 + 120, id).await;
+    assert_eq!(sinces(&publisher)[2].as_deref(), Some(T2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_fetch_without_since_happens_every_hour() {
+    let app = common::spawn_app_with(|s| s.pull_stale_factor = 1000).await;
+    let (publisher, _server) = start_scripted(Script {
+        full: smart_files(&[
+            slot("s1", 14, "free"),
+            slot("s2", 15, "free"),
+            slot("s3", 16, "free"),
+        ]),
+        delta: Some(slot_changes(&[slot("s4", 18, "free")])),
+        // one ETag per publication, on the full manifest and on the changes alike
+        etag: Some("\"m1\""),
+        ..Default::default()
+    });
+    let id = pulled_source(
+        &app,
+        "smart-sl",
+        &format!("{}/$bulk-publish", publisher.base()),
+        60,
+    )
+    .await;
+    let op = app.token("op", sasnp::domain::Role::Operator, None).await;
+    let t0 = app.clock_now();
+    first_poll(&app, id).await;
+    // The publisher drops s3 without an entered-in-error line: the changes do not say so.
+    publisher.edit(|s| {
+        s.transaction_time = T2.into();
+        s.full = smart_files(&[
+            slot("s1", 14, "free"),
+            slot("s2", 15, "free"),
+            slot("s4", 18, "free"),
+        ]);
+        s.etag = Some("\"m2\"");
+    });
+    poll_at(&app, t0 + 60, id).await;
+    poll_at(&app, t0 + 3599, id).await;
+    assert_eq!(sinces(&publisher), [None, Some(T1.into()), Some(T2.into())]);
+    assert_eq!(
+        found_at(&app, &op).await,
+        at(&[("s1", "14"), ("s2", "15"), ("s3", "16"), ("s4", "18")]),
+        "the dropped slot lingers until the full fetch"
+    );
+    // An hour after the last full fetch: full again, and the dropped slot is gone.
+    poll_at(&app, t0 + 3600 + 59, id).await;
+    assert_eq!(
+        sinces(&publisher)[3],
+        None,
+        "full after {} s",
+        sasnp::ingest::poll::FULL_REFRESH_S
+    );
+    assert_eq!(
+        found_at(&app, &op).await,
+        at(&[("s1", "14"), ("s2", "15"), ("s4", "18")])
+    );
+    // then changes again, since the full set's time
+    poll_at(&app, t0 + 3600 + 119, id).await;
+    assert_eq!(sinces(&publisher)[4].as_deref(), Some(T2));
+    // The full set's ETag goes with the first request for changes; the changes' ETag does not
+    // describe the full set, so it is not kept: the next requests are unconditional until a
+    // full set is read again (sent back, the server's 304 would have kept the dropped slot).
+    let inm: Vec<_> = publisher
+        .seen("/$bulk-publish")
+        .into_iter()
+        .map(|s| s.if_none_match)
+        .collect();
+    assert_eq!(
+        inm,
+        [
+            None,
+            Some("\"m1\"".into()),
+            None,
+            None,
+            Some("\"m2\"".into())
+        ]
+    );
+}
