@@ -8,17 +8,44 @@
 //!   exponential backoff (doubling from the poll interval, capped at 1 h) and ±20 % jitter;
 //! - SMART Scheduling Links politeness: never more than once a minute per source
 //!   (`poll_interval_s` ≥ 60), `Cache-Control: max-age` of the manifest defers the next fetch,
-//!   `If-None-Match`/`If-Modified-Since` are sent and a `304` confirms the data fresh. `_since`
-//!   (incremental) is not used: a source's slots are replaced as a whole snapshot, which needs
-//!   the full data set each time;
+//!   `If-None-Match`/`If-Modified-Since` are sent and a `304` confirms the data fresh;
 //! - for `smart-sl` the URL is the `$bulk-publish` manifest; its Location, Schedule,
 //!   PractitionerRole, Slot (and any other) files are fetched and read as one NDJSON stream. For `sas-fhir`
 //!   and `csv` the URL returns the feed itself.
+//!
+//! `_since` (SMART SL incremental fetches). A source's slots are always replaced as a whole
+//! snapshot, so changes are merged into the last full data set before they are applied:
+//! - after a successful manifest pull, the poller keeps in memory the NDJSON lines of all its
+//!   files keyed by (`resourceType`, `id`), and the manifest's `transactionTime`. The next poll
+//!   asks the manifest with `_since=<transactionTime>`;
+//! - **detection**: servers may ignore `_since`. The answer is taken as changes only when the
+//!   manifest's `request` (its own URL) carries a `_since` no later than the one asked; with no
+//!   `_since` there (or no readable `request`) the files are the full data set, as without
+//!   `_since`. An echoed `_since` later than asked, or unreadable, fails the poll (changes may
+//!   be missing). Limit: a server that honours `_since` without echoing it in `request` is read
+//!   as publishing only its changes as a full set (the other slots are withdrawn until the next
+//!   poll); one that ignores `_since` but echoes it is read as publishing changes (slots it
+//!   dropped stay until the next full fetch);
+//! - **merge**: a resource of the changes replaces the kept line of the same (`resourceType`,
+//!   `id`), new ones are added; a Slot sent back `entered-in-error` is thereby removed by the
+//!   parser's usual rule. The merged set is applied through the same full-snapshot path (one
+//!   transaction, same report — its line numbers count lines of the merged stream);
+//! - **full fetches** (no `_since`): the first poll after a start, any poll after a failed one
+//!   (a failure forgets the kept set), and at least every [`FULL_REFRESH_S`]: resources a
+//!   publisher deleted without an `entered-in-error` line vanish at the latest then. Applied
+//!   changes clear the stored HTTP validators (those of the changes do not describe the full
+//!   set, those of the last full set no longer describe what is held): until a full set is
+//!   read again requests are unconditional, so a `304` cannot skip a full refresh. Each
+//!   applied change set re-applies the whole merged set (it saves transfer, not ingest work);
+//! - **memory**: a data set is kept only when each line is JSON with a `resourceType` and an
+//!   `id`, no key repeats, and the lines weigh at most [`MAX_KEPT_BYTES`]; otherwise `_since`
+//!   is not sent and every poll is full.
 
 use super::FeedFormat;
 use crate::http::AppState;
 use crate::store::sources::SourceRow;
 use actix_web::web;
+use chrono::{DateTime, Utc};
 use rand::Rng;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,6 +55,10 @@ use std::time::Duration;
 pub const MAX_CONCURRENT_FETCHES: usize = 4;
 /// Longest wait after repeated failures.
 pub const MAX_BACKOFF_S: i64 = 3600;
+/// Longest time between two full fetches (without `_since`) of a SMART SL source.
+pub const FULL_REFRESH_S: i64 = 3600;
+/// Most bytes of NDJSON lines kept per source to merge `_since` changes into (64 MiB).
+pub const MAX_KEPT_BYTES: usize = 64 << 20;
 
 /// Per-source scheduling state (in memory: a restart polls every source at once).
 #[derive(Debug, Clone, Copy, Default)]
@@ -37,11 +68,186 @@ struct Due {
     running: bool,
 }
 
-/// The poller: its HTTP client and the schedule.
+/// The last full data set of a SMART SL pull, kept to merge `_since` changes into.
+struct Kept {
+    /// The manifest URL it came from (another URL starts afresh).
+    url: String,
+    /// The manifest's `transactionTime`: the next poll asks for changes since then.
+    transaction_time: DateTime<Utc>,
+    /// When the last full fetch was applied (clock, epoch seconds).
+    full_at: i64,
+    lines: KeptLines,
+}
+
+/// NDJSON lines keyed by (`resourceType`, `id`), in the order first seen.
+#[derive(Debug, Default)]
+struct KeptLines {
+    lines: Vec<Box<str>>,
+    by_key: HashMap<(Box<str>, Box<str>), usize>,
+    /// Lines of a change set without a key: applied as they are (the parser words the problem),
+    /// never kept.
+    unkeyed: Vec<Box<str>>,
+    /// Approximate memory held.
+    bytes: usize,
+}
+
+#[derive(serde::Deserialize)]
+struct LineKey<'a> {
+    #[serde(rename = "resourceType", borrow)]
+    resource_type: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    id: std::borrow::Cow<'a, str>,
+}
+
+/// Bookkeeping bytes counted per kept line beside its text and key.
+const LINE_OVERHEAD: usize = 64;
+
+impl KeptLines {
+    /// The non-blank lines of an NDJSON body, without their line ends.
+    fn lines_of(body: &[u8]) -> impl Iterator<Item = &[u8]> {
+        let body = super::strip_bom(body);
+        body.split(|b| *b == b'\n')
+            .map(<[u8]>::trim_ascii)
+            .filter(|l| !l.is_empty())
+    }
+
+    fn key(line: &str) -> Option<(Box<str>, Box<str>)> {
+        let k: LineKey<'_> = serde_json::from_str(line).ok()?;
+        Some((k.resource_type.into(), k.id.into()))
+    }
+
+    /// Puts `line` under its key (replacing the line kept there); `false` when it has no key.
+    fn upsert(&mut self, line: &str) -> bool {
+        let Some(key) = Self::key(line) else {
+            self.unkeyed.push(line.into());
+            return false;
+        };
+        self.bytes += line.len() + LINE_OVERHEAD;
+        match self.by_key.get(&key) {
+            Some(&i) => {
+                self.bytes -= self.lines[i].len() + LINE_OVERHEAD;
+                self.lines[i] = line.into();
+            }
+            None => {
+                self.bytes += key.0.len() + key.1.len();
+                self.by_key.insert(key, self.lines.len());
+                self.lines.push(line.into());
+            }
+        }
+        true
+    }
+
+    /// A full data set to keep, or `None` when it cannot serve as a base for changes: a line
+    /// that is not UTF-8 JSON with a `resourceType` and an `id`, a key seen twice, or more
+    /// than `cap` bytes.
+    fn full(body: &[u8], cap: usize) -> Option<Self> {
+        let mut set = Self::default();
+        for line in Self::lines_of(body) {
+            let line = std::str::from_utf8(line).ok()?;
+            let before = set.lines.len();
+            if !set.upsert(line) || set.lines.len() == before || set.bytes > cap {
+                return None;
+            }
+        }
+        Some(set)
+    }
+
+    /// Merges a change set; returns whether the result may still be kept (every line had a
+    /// key, and the set weighs at most `cap` bytes). The merge itself is always complete.
+    fn merge(&mut self, changes: &[u8], cap: usize) -> bool {
+        let mut keyed = true;
+        for line in Self::lines_of(changes) {
+            keyed &= match std::str::from_utf8(line) {
+                Ok(line) => self.upsert(line),
+                Err(_) => {
+                    // the parser reports the bytes as not UTF-8 (the feed is refused)
+                    self.unkeyed
+                        .push(String::from_utf8_lossy(line).into_owned().into());
+                    false
+                }
+            };
+        }
+        keyed && self.bytes <= cap
+    }
+
+    /// The set as one NDJSON stream.
+    fn to_ndjson(&self) -> Vec<u8> {
+        let size = self
+            .lines
+            .iter()
+            .chain(&self.unkeyed)
+            .map(|l| l.len() + 1)
+            .sum();
+        let mut out = Vec::with_capacity(size);
+        for l in self.lines.iter().chain(&self.unkeyed) {
+            out.extend_from_slice(l.as_bytes());
+            out.push(b'\n');
+        }
+        out
+    }
+}
+
+/// `url` asking for changes since `t` (an existing `_since` is replaced; the rest of the URL is
+/// kept as written).
+fn with_since(url: &str, t: DateTime<Utc>) -> Option<String> {
+    let mut u = reqwest::Url::parse(url).ok()?;
+    let since: String = form_urlencoded::byte_serialize(
+        t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+            .as_bytes(),
+    )
+    .collect();
+    let kept: Vec<&str> = u
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("_since=") && *p != "_since")
+        .collect();
+    let query = kept
+        .into_iter()
+        .chain(std::iter::once(format!("_since={since}").as_str()))
+        .collect::<Vec<_>>()
+        .join("&");
+    u.set_query(Some(&query));
+    Some(u.into())
+}
+
+/// The `_since` a manifest's `request` carries, if any.
+fn echoed_since(request: &str) -> Option<String> {
+    reqwest::Url::parse(request)
+        .ok()?
+        .query_pairs()
+        .find(|(k, _)| k == "_since")
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Whether a manifest answering a request with `_since=asked` lists changes (`true`) or the
+/// full data set (`false`); an error when its echoed `_since` is unreadable or later than asked.
+fn answers_changes(
+    manifest: &super::smart::Manifest,
+    asked: Option<DateTime<Utc>>,
+) -> Result<bool, FetchError> {
+    let (Some(asked), Some(echo)) = (asked, manifest.request.as_deref().and_then(echoed_since))
+    else {
+        return Ok(false);
+    };
+    match DateTime::parse_from_rfc3339(echo.trim()) {
+        Ok(t) if t <= asked => Ok(true),
+        _ => Err(FetchError::Manifest(super::FeedError::shape(
+            None,
+            format!(
+                "asked for changes since {}, the manifest answers changes since `{echo}`",
+                asked.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+            ),
+        ))),
+    }
+}
+
+/// The poller: its HTTP client, the schedule, and the data sets kept for `_since`.
 pub struct Poller {
     client: reqwest::Client,
     due: Mutex<HashMap<i64, Due>>,
     permits: tokio::sync::Semaphore,
+    kept: Mutex<HashMap<i64, Kept>>,
 }
 
 impl Default for Poller {
@@ -59,6 +265,7 @@ impl Default for Poller {
                 .expect("HTTP client"),
             due: Mutex::new(HashMap::new()),
             permits: tokio::sync::Semaphore::new(MAX_CONCURRENT_FETCHES),
+            kept: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -146,7 +353,27 @@ impl Poller {
     ) -> Result<(Polled, Option<i64>), FetchError> {
         let url = source.url.clone().unwrap_or_default();
         let format: FeedFormat = source.format.parse().unwrap_or(FeedFormat::Csv);
-        let mut req = self.client.get(&url);
+        let id = source.id;
+        let now = state.clock.now().timestamp();
+        // Taken out for the poll: put back only when it succeeds, so a failed or partial poll
+        // forgets it and the next one is full.
+        let kept = self
+            .kept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id)
+            .filter(|k| format == FeedFormat::SmartSl && k.url == url);
+        let full_due = kept
+            .as_ref()
+            .is_none_or(|k| now.saturating_sub(k.full_at) >= FULL_REFRESH_S);
+        let since = kept
+            .as_ref()
+            .filter(|_| !full_due)
+            .map(|k| k.transaction_time);
+        let fetch_url = since
+            .and_then(|t| with_since(&url, t))
+            .unwrap_or_else(|| url.clone());
+        let mut req = self.client.get(&fetch_url);
         if let Some(etag) = &source.etag {
             req = req.header(reqwest::header::IF_NONE_MATCH, etag);
         }
@@ -158,8 +385,6 @@ impl Poller {
             source: e,
         })?;
         let age = max_age(res.headers());
-        let id = source.id;
-        let now = state.clock.now().timestamp();
         if res.status() == reqwest::StatusCode::NOT_MODIFIED {
             state
                 .db
@@ -169,6 +394,14 @@ impl Poller {
                 meta.last_success_at
                     .store(now, std::sync::atomic::Ordering::Relaxed);
             }
+            if let Some(mut k) = kept {
+                if full_due {
+                    // the full set is unchanged since the fetch whose validators were sent,
+                    // and changes since then would have cleared them: the kept set is it
+                    k.full_at = now;
+                }
+                self.keep(id, k);
+            }
             return Ok((Polled::NotModified, age));
         }
         if !res.status().is_success() {
@@ -177,7 +410,7 @@ impl Poller {
                 status: res.status().as_u16(),
             });
         }
-        let (etag, last_modified) = (
+        let (mut etag, mut last_modified) = (
             header(res.headers(), reqwest::header::ETAG),
             header(res.headers(), reqwest::header::LAST_MODIFIED),
         );
@@ -185,36 +418,65 @@ impl Poller {
             url: url.clone(),
             source: e,
         })?;
-        let body =
-            match format {
-                FeedFormat::SmartSl
-                    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
-                        && !looks_like_ndjson(&body) =>
-                {
-                    let manifest =
-                        super::smart::parse_manifest(&body).map_err(FetchError::Manifest)?;
-                    let mut all = Vec::new();
-                    // Every output the manifest lists (Location, Schedule, Slot,
-                    // PractitionerRole, and the SAS resources a publisher may add):
-                    // references resolve once everything is read.
-                    {
-                        for file in manifest.outputs.iter().map(|o| o.url.as_str()) {
-                            let part = self.get(file).await?.bytes().await.map_err(|e| {
-                                FetchError::Http {
-                                    url: file.into(),
-                                    source: e,
-                                }
+        let mut next_kept = None;
+        let body = match format {
+            FeedFormat::SmartSl
+                if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+                    && !looks_like_ndjson(&body) =>
+            {
+                let manifest = super::smart::parse_manifest(&body).map_err(FetchError::Manifest)?;
+                let changes = answers_changes(&manifest, since)?;
+                let mut all = Vec::new();
+                // Every output the manifest lists (Location, Schedule, Slot,
+                // PractitionerRole, and the SAS resources a publisher may add):
+                // references resolve once everything is read.
+                for file in manifest.outputs.iter().map(|o| o.url.as_str()) {
+                    let part =
+                        self.get(file)
+                            .await?
+                            .bytes()
+                            .await
+                            .map_err(|e| FetchError::Http {
+                                url: file.into(),
+                                source: e,
                             })?;
-                            all.extend_from_slice(&part);
-                            if !all.ends_with(b"\n") {
-                                all.push(b'\n');
-                            }
-                        }
+                    all.extend_from_slice(&part);
+                    if !all.ends_with(b"\n") {
+                        all.push(b'\n');
                     }
-                    web::Bytes::from(all)
                 }
-                _ => body,
-            };
+                let (transaction_time, url) = (manifest.transaction_time, url.clone());
+                let (body, lines, full_at) = match kept {
+                    Some(mut k) if changes => {
+                        // validators of the answer with `_since` do not describe the full
+                        // set: forget them, the next full fetch is unconditional
+                        (etag, last_modified) = (None, None);
+                        tokio::task::spawn_blocking(move || {
+                            let keep = k.lines.merge(&all, MAX_KEPT_BYTES);
+                            let body = k.lines.to_ndjson();
+                            (body, keep.then_some(k.lines), k.full_at)
+                        })
+                        .await
+                    }
+                    _ => {
+                        tokio::task::spawn_blocking(move || {
+                            let lines = KeptLines::full(&all, MAX_KEPT_BYTES);
+                            (all, lines, now)
+                        })
+                        .await
+                    }
+                }
+                .map_err(|e| super::apply::ApplyError::Task(e.to_string()))?;
+                next_kept = lines.map(|lines| Kept {
+                    url,
+                    transaction_time,
+                    full_at,
+                    lines,
+                });
+                web::Bytes::from(body)
+            }
+            _ => body,
+        };
         super::apply::apply(state, source, format, body).await?;
         state
             .db
@@ -227,7 +489,17 @@ impl Poller {
                 )
             })
             .await?;
+        if let Some(k) = next_kept {
+            self.keep(id, k);
+        }
         Ok((Polled::Applied, age))
+    }
+
+    fn keep(&self, id: i64, kept: Kept) {
+        self.kept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, kept);
     }
 
     /// Polls every pulled source that is due at the clock's now, each on its own task; returns
@@ -349,4 +621,132 @@ pub fn spawn(state: web::Data<AppState>, poller: Arc<Poller>) -> tokio::task::Jo
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    const LOC: &str = r#"{"resourceType":"Location","id":"l1","name":"A"}"#;
+    const S1: &str = r#"{"resourceType":"Slot","id":"1","status":"free"}"#;
+    const S2: &str = r#"{"resourceType":"Slot","id":"2","status":"free"}"#;
+
+    #[test]
+    fn a_full_set_is_kept_only_when_every_line_has_a_unique_key_and_it_fits() {
+        let body = format!("\u{feff}{LOC}\r\n\n{S1}\n  {S2}");
+        let set = KeptLines::full(body.as_bytes(), MAX_KEPT_BYTES).unwrap();
+        assert_eq!(
+            String::from_utf8(set.to_ndjson()).unwrap(),
+            format!("{LOC}\n{S1}\n{S2}\n")
+        );
+        // a Slot id may equal a Location id: the key is the pair
+        let same_id = format!("{LOC}\n{}", S1.replace("\"1\"", "\"l1\""));
+        assert!(KeptLines::full(same_id.as_bytes(), MAX_KEPT_BYTES).is_some());
+        for bad in [
+            format!("{S1}\n{S1}"),                                   // a key twice
+            format!("{S1}\nnot json"),                               // not JSON
+            format!("{S1}\n{{\"resourceType\":\"Slot\"}}"),          // no id
+            format!("{S1}\n{{\"resourceType\":\"Slot\",\"id\":3}}"), // id not a string
+        ] {
+            assert!(
+                KeptLines::full(bad.as_bytes(), MAX_KEPT_BYTES).is_none(),
+                "{bad}"
+            );
+        }
+        let body = format!("{LOC}\n{S1}\n{S2}");
+        let fits = KeptLines::full(body.as_bytes(), MAX_KEPT_BYTES)
+            .unwrap()
+            .bytes;
+        assert!(KeptLines::full(body.as_bytes(), fits).is_some());
+        assert!(
+            KeptLines::full(body.as_bytes(), fits - 1).is_none(),
+            "over the cap"
+        );
+    }
+
+    #[test]
+    fn changes_replace_lines_by_type_and_id_and_add_new_ones() {
+        let mut set =
+            KeptLines::full(format!("{LOC}\n{S1}\n{S2}").as_bytes(), MAX_KEPT_BYTES).unwrap();
+        let s1_busy = S1.replace("free", "busy");
+        let s3 = S1.replace("\"1\"", "\"3\"");
+        assert!(set.merge(format!("{s1_busy}\n{s3}\n").as_bytes(), MAX_KEPT_BYTES));
+        assert_eq!(
+            String::from_utf8(set.to_ndjson()).unwrap(),
+            format!("{LOC}\n{s1_busy}\n{S2}\n{s3}\n")
+        );
+        let before = set.bytes;
+        assert!(set.merge(S2.as_bytes(), MAX_KEPT_BYTES));
+        assert_eq!(set.bytes, before, "a replaced line is not counted twice");
+        // a line without key is applied as it is (the parser words it) but the set is not kept
+        assert!(!set.merge(b"garbage\n", MAX_KEPT_BYTES));
+        assert!(
+            String::from_utf8(set.to_ndjson())
+                .unwrap()
+                .ends_with("garbage\n")
+        );
+        let mut set = KeptLines::full(S1.as_bytes(), MAX_KEPT_BYTES).unwrap();
+        assert!(
+            !set.merge(S2.as_bytes(), set.bytes),
+            "over the cap once merged"
+        );
+    }
+
+    #[test]
+    fn since_is_added_to_the_manifest_url_in_the_timestamp_format() {
+        let t = utc("2026-11-23T08:55:00Z");
+        assert_eq!(
+            with_since("https://pub.example/$bulk-publish", t).unwrap(),
+            "https://pub.example/$bulk-publish?_since=2026-11-23T08%3A55%3A00Z"
+        );
+        assert_eq!(
+            with_since(
+                "https://pub.example/m?key=a%2Bb&_since=old",
+                utc("2026-11-23T09:55:00.250+01:00")
+            )
+            .unwrap(),
+            "https://pub.example/m?key=a%2Bb&_since=2026-11-23T08%3A55%3A00.250Z",
+            "other parameters kept as written, an old _since replaced"
+        );
+    }
+
+    #[test]
+    fn a_manifest_answers_changes_only_when_it_echoes_since_no_later_than_asked() {
+        let asked = utc("2026-11-23T08:55:00Z");
+        let manifest = |request: Option<&str>| super::super::smart::Manifest {
+            transaction_time: utc("2026-11-23T09:00:00Z"),
+            request: request.map(str::to_string),
+            outputs: Vec::new(),
+        };
+        let m = manifest(Some(
+            "https://p.example/$bulk-publish?_since=2026-11-23T08%3A55%3A00Z",
+        ));
+        assert!(answers_changes(&m, Some(asked)).unwrap());
+        assert!(!answers_changes(&m, None).unwrap(), "not asked: a full set");
+        let earlier = manifest(Some(
+            "https://p.example/$bulk-publish?_since=2026-11-23T09:00:00%2B02:00",
+        ));
+        assert!(
+            answers_changes(&earlier, Some(asked)).unwrap(),
+            "more changes than asked"
+        );
+        for full in [
+            None,
+            Some("https://p.example/$bulk-publish"),
+            Some("not a url"),
+        ] {
+            assert!(
+                !answers_changes(&manifest(full), Some(asked)).unwrap(),
+                "{full:?}"
+            );
+        }
+        for bad in ["_since=2026-11-23T08:55:01Z", "_since=yesterday"] {
+            let m = manifest(Some(&format!("https://p.example/$bulk-publish?{bad}")));
+            assert!(answers_changes(&m, Some(asked)).is_err(), "{bad}");
+        }
+    }
 }
