@@ -9,10 +9,13 @@
 //! - operator state (held until / booked) lives in a separate concurrent map, [`SlotIndex::taken`],
 //!   updated after each committed hold, confirmation, release or cancellation, so a hold costs no
 //!   snapshot rebuild and survives feed refreshes; the database stays the judge of every hold;
+//! - a node applies its own writes at once and the other nodes' through [`sync`] (a periodic
+//!   read of the database), so nodes sharing one database converge within an interval;
 //! - the index never decides a booking: a slot it shows may still be refused with 409.
 
 pub mod load;
 pub mod search;
+pub mod sync;
 mod tree;
 
 use crate::domain::LatLon;
@@ -585,6 +588,9 @@ pub struct SlotIndex {
     /// Held while a source's entries are rebuilt after its snapshot committed (see
     /// [`load::reload_source_from_feed`]), so two reloads of this index never interleave.
     reload: std::sync::Mutex<()>,
+    /// Source id → the snapshot sequence its entries were read at (see [`load`]): what
+    /// [`sync`] compares with the database's to find the sources another node refreshed.
+    source_seqs: std::sync::Mutex<HashMap<i64, i64>>,
 }
 
 impl Default for SlotIndex {
@@ -596,6 +602,7 @@ impl Default for SlotIndex {
             taken_write: Default::default(),
             writer: Default::default(),
             reload: Default::default(),
+            source_seqs: Default::default(),
         }
     }
 }
@@ -609,6 +616,21 @@ impl SlotIndex {
     /// Serialises snapshot reloads of this index (the guard ends the reload).
     pub fn reload_guard(&self) -> std::sync::MutexGuard<'_, ()> {
         self.reload.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The snapshot sequence of `source_id` the index shows (0: none of its snapshots).
+    pub fn source_seq(&self, source_id: i64) -> i64 {
+        let seqs = self.source_seqs.lock().unwrap_or_else(|e| e.into_inner());
+        seqs.get(&source_id).copied().unwrap_or(0)
+    }
+
+    /// Records that the index shows snapshot `seq` of `source_id` (or a later one: a reader of
+    /// the source row before its slots may name an older sequence than the rows it read, never
+    /// a newer one). Sequences only go up.
+    pub fn note_source_seq(&self, source_id: i64, seq: i64) {
+        let mut seqs = self.source_seqs.lock().unwrap_or_else(|e| e.into_inner());
+        let known = seqs.entry(source_id).or_insert(seq);
+        *known = (*known).max(seq);
     }
 
     /// Replaces everything (start-up).
