@@ -58,7 +58,9 @@ pub async fn index_sync_state(state: &AppState) -> Result<SyncState, crate::stor
 }
 
 /// One round of the cross-node sync ([`crate::index::sync::sync_once`]). It may reload sources
-/// (seconds for a large one), so it has no outer time bound; `sync` is kept across rounds.
+/// (seconds for a large one), so it has no outer time bound; `sync` is kept across rounds (a
+/// round that panics loses it: the next one starts from the beginning of the audit trail,
+/// which is slower, not wrong).
 pub async fn sync_index_once(
     state: &web::Data<AppState>,
     sync: &mut SyncState,
