@@ -29,9 +29,12 @@
 //!   are never out of commit order: gaps never open;
 //! - **cost**: with nothing changed and no open gap a tick is two small queries — the sources
 //!   (tens of rows) and `audit_events WHERE id > last` on the primary key, which finds nothing;
-//! - the overlay may lag the database by one interval, or briefly hide a slot this node just
-//!   freed when a tick's read crosses that write (the next tick sets it right): it never decides
-//!   a booking, the database does.
+//! - **this node's own changes win over a round's read**: a hold, release or booking this node
+//!   commits and marks while a round is reading is newer than what the round read, so the round
+//!   leaves that slot alone and reads it again next tick ([`SlotIndex::sync_mark`]); without
+//!   this, a round could show a slot this node had just held, until the next tick;
+//! - the overlay may lag the database by one interval: it never decides a booking, the
+//!   database does.
 
 use super::{SlotIndex, load};
 use crate::config::Settings;
@@ -64,6 +67,8 @@ pub struct SyncState {
     seen: i64,
     /// Audit ids below `seen` not seen yet → when they were first missed (epoch seconds).
     gaps: BTreeMap<i64, i64>,
+    /// Slots to read again next tick: this node changed them while a round was reading.
+    again: BTreeSet<i64>,
 }
 
 /// What one [`sync_once`] did.
@@ -110,7 +115,7 @@ impl SyncState {
         let present: BTreeSet<i64> = ids.into_iter().collect();
         let mut state = SyncState {
             seen,
-            gaps: BTreeMap::new(),
+            ..SyncState::default()
         };
         for id in lowest..seen {
             if !present.contains(&id) {
@@ -213,7 +218,7 @@ fn sync_operator_state(
         .gaps
         .first_key_value()
         .map_or(state.seen, |(&gap, _)| (gap - 1).min(state.seen));
-    let mut touched: BTreeSet<i64> = BTreeSet::new();
+    let mut touched: BTreeSet<i64> = std::mem::take(&mut state.again);
     loop {
         let rows: Vec<(i64, Option<i64>)> = db_run!(&mut *conn, |c| audit_events::table
             .filter(audit_events::id.gt(cursor))
@@ -234,6 +239,8 @@ fn sync_operator_state(
         }
     }
     let touched: Vec<i64> = touched.into_iter().collect();
+    // This node's own changes from here on are newer than the rows read below.
+    let generation = index.local_generation();
     for ids in touched.chunks(CHUNK) {
         let rows: Vec<(i64, Option<i64>, Option<i64>)> = db_run!(&mut *conn, |c| slots::table
             .filter(slots::id.eq_any(ids))
@@ -245,15 +252,20 @@ fn sync_operator_state(
             .collect();
         for &id in ids {
             // The same reading of a row as `store::bookings::taken_slots` and the start-up load.
-            match current.get(&id) {
-                Some((Some(_), _)) => index.mark_taken(id, i64::MAX),
-                Some((None, Some(until))) if *until > now => index.mark_taken(id, *until),
+            let until = match current.get(&id) {
+                Some((Some(_), _)) => Some(i64::MAX),
+                Some((None, Some(until))) if *until > now => Some(*until),
                 // free, a lapsed hold, or a row gone with its snapshot
-                _ => index.mark_free(id),
+                _ => None,
+            };
+            if index.sync_mark(id, until, generation) {
+                summary.slots += 1;
+            } else {
+                state.again.insert(id);
             }
-            summary.slots += 1;
         }
     }
+    index.forget_local_marks(generation);
     Ok(())
 }
 
