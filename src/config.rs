@@ -39,6 +39,10 @@ pub struct Settings {
     pub poll_tick_s: u64,
     /// How often lapsed holds are recorded as expired, in seconds.
     pub hold_sweep_s: u64,
+    /// How often the index catches up with what other nodes sharing the database committed
+    /// (snapshots, freshness, holds and bookings), in milliseconds; 0 turns it off (one node
+    /// alone on its database needs none). See `index::sync`.
+    pub sync_interval_ms: u64,
     /// `tracing` filter, e.g. `info` or `sasnp=debug,actix_web=info`.
     pub log: String,
     /// HTTP worker threads (default: number of cores).
@@ -62,6 +66,7 @@ impl Default for Settings {
             geocoder_url: None,
             poll_tick_s: 5,
             hold_sweep_s: 5,
+            sync_interval_ms: 1000,
             log: "info".into(),
             workers: None,
         }

@@ -46,13 +46,15 @@ impl Application {
             })?;
         let dir = settings.geodata_dir.clone();
         let geo = tokio::task::spawn_blocking(move || load_geography(dir.as_deref())).await??;
-        let (index, slots) = {
+        let (index, slots, sync) = {
             let (db, settings, now) = (db.clone(), settings.clone(), clock.now().timestamp());
             tokio::task::spawn_blocking(move || {
                 let index = crate::index::SlotIndex::default();
                 let mut conn = db.conn()?;
+                // before the index reads the rows: what commits in between is applied twice
+                let sync = crate::index::sync::SyncState::resume(&mut conn, now)?;
                 let n = crate::index::load::rebuild_all(&mut conn, &settings, &index, now)?;
-                Ok::<_, crate::store::StoreError>((index, n))
+                Ok::<_, crate::store::StoreError>((index, n, sync))
             })
             .await??
         };
@@ -87,6 +89,7 @@ impl Application {
         .listen(listener)?
         .run();
         crate::tasks::spawn_hold_sweeper(state.clone());
+        crate::tasks::spawn_index_sync(state.clone(), sync);
         crate::ingest::poll::spawn(state.clone(), state.poller.clone());
         state
             .tally

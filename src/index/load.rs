@@ -226,7 +226,8 @@ pub fn rebuild_all(
     index: &SlotIndex,
     now: i64,
 ) -> Result<usize, StoreError> {
-    let sources: HashMap<i64, Arc<SourceMeta>> = crate::store::sources::list(conn, None)?
+    let rows = crate::store::sources::list(conn, None)?;
+    let sources: HashMap<i64, Arc<SourceMeta>> = rows
         .iter()
         .map(|r| (r.id, source_meta(r, settings)))
         .collect();
@@ -236,6 +237,10 @@ pub fn rebuild_all(
     let n = snap.slot_count;
     index.replace_all(snap);
     index.reset_taken(taken);
+    // Read before the slots: the rows may be of a later snapshot, never of an earlier one.
+    for r in &rows {
+        index.note_source_seq(r.id, r.snapshot_seq);
+    }
     Ok(n)
 }
 
@@ -262,6 +267,8 @@ pub fn reload_source(
         index.mark_taken(slot, until);
     }
     index.replace_source(meta, places);
+    // Read before the slots: the rows may be of a later snapshot, never of an earlier one.
+    index.note_source_seq(row.id, row.snapshot_seq);
     Ok(())
 }
 
@@ -358,6 +365,7 @@ fn install_feed_entries(
         index.mark_taken(slot, until);
     }
     index.replace_source(meta, entries);
+    index.note_source_seq(source_id, seq);
     Ok(())
 }
 
@@ -436,5 +444,6 @@ pub fn install_first(
         std::sync::atomic::Ordering::Relaxed,
     );
     index.replace_source(meta, first.entries);
+    index.note_source_seq(source_id, seq);
     Ok(())
 }

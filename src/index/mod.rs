@@ -9,10 +9,13 @@
 //! - operator state (held until / booked) lives in a separate concurrent map, [`SlotIndex::taken`],
 //!   updated after each committed hold, confirmation, release or cancellation, so a hold costs no
 //!   snapshot rebuild and survives feed refreshes; the database stays the judge of every hold;
+//! - a node applies its own writes at once and the other nodes' through [`sync`] (a periodic
+//!   read of the database), so nodes sharing one database converge within an interval;
 //! - the index never decides a booking: a slot it shows may still be refused with 409.
 
 pub mod load;
 pub mod search;
+pub mod sync;
 mod tree;
 
 use crate::domain::LatLon;
@@ -568,6 +571,29 @@ fn taken_bit(slot_id: i64) -> (usize, u64) {
     ((h / 64) as usize, 1 << (h % 64))
 }
 
+/// The operator-state changes this node made itself since the last [`sync`] round began
+/// (tracked once a sync has run). A sync round reads slot rows, then sets the overlay from
+/// them; a change this node committed and marked in between is newer than what that round
+/// read, so the round leaves the slot alone and reads it again on its next tick
+/// ([`SlotIndex::sync_mark`]).
+#[derive(Debug, Default)]
+struct LocalMarks {
+    track: bool,
+    /// Counts the marks made.
+    generation: u64,
+    /// slot id → the generation of its last mark.
+    slots: HashMap<i64, u64>,
+}
+
+impl LocalMarks {
+    fn note(&mut self, slot_id: i64) {
+        if self.track {
+            self.generation += 1;
+            self.slots.insert(slot_id, self.generation);
+        }
+    }
+}
+
 /// The live index: the current snapshot plus operator state.
 pub struct SlotIndex {
     snapshot: ArcSwap<Snapshot>,
@@ -579,12 +605,16 @@ pub struct SlotIndex {
     /// a small array instead of a map look-up. A bit may be set for a slot that is free (ids
     /// sharing it, or freed since), never clear for one in `taken`.
     taken_bits: Box<[AtomicU64]>,
-    /// Serialises the writers of `taken` and `taken_bits`.
-    taken_write: std::sync::Mutex<()>,
+    /// Serialises the writers of `taken` and `taken_bits`, and keeps what [`sync`] must not
+    /// undo: see [`LocalMarks`].
+    taken_write: std::sync::Mutex<LocalMarks>,
     writer: std::sync::Mutex<()>,
     /// Held while a source's entries are rebuilt after its snapshot committed (see
     /// [`load::reload_source_from_feed`]), so two reloads of this index never interleave.
     reload: std::sync::Mutex<()>,
+    /// Source id → the snapshot sequence its entries were read at (see [`load`]): what
+    /// [`sync`] compares with the database's to find the sources another node refreshed.
+    source_seqs: std::sync::Mutex<HashMap<i64, i64>>,
 }
 
 impl Default for SlotIndex {
@@ -596,6 +626,7 @@ impl Default for SlotIndex {
             taken_write: Default::default(),
             writer: Default::default(),
             reload: Default::default(),
+            source_seqs: Default::default(),
         }
     }
 }
@@ -609,6 +640,21 @@ impl SlotIndex {
     /// Serialises snapshot reloads of this index (the guard ends the reload).
     pub fn reload_guard(&self) -> std::sync::MutexGuard<'_, ()> {
         self.reload.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The snapshot sequence of `source_id` the index shows (0: none of its snapshots).
+    pub fn source_seq(&self, source_id: i64) -> i64 {
+        let seqs = self.source_seqs.lock().unwrap_or_else(|e| e.into_inner());
+        seqs.get(&source_id).copied().unwrap_or(0)
+    }
+
+    /// Records that the index shows snapshot `seq` of `source_id` (or a later one: a reader of
+    /// the source row before its slots may name an older sequence than the rows it read, never
+    /// a newer one). Sequences only go up.
+    pub fn note_source_seq(&self, source_id: i64, seq: i64) {
+        let mut seqs = self.source_seqs.lock().unwrap_or_else(|e| e.into_inner());
+        let known = seqs.entry(source_id).or_insert(seq);
+        *known = (*known).max(seq);
     }
 
     /// Replaces everything (start-up).
@@ -642,10 +688,50 @@ impl SlotIndex {
 
     /// Marks a slot unavailable until `until` (a hold) or for good (`i64::MAX`, booked).
     pub fn mark_taken(&self, slot_id: i64, until: i64) {
-        let _w = self.taken_write.lock().unwrap_or_else(|e| e.into_inner());
+        let mut w = self.taken_write.lock().unwrap_or_else(|e| e.into_inner());
+        w.note(slot_id);
+        self.set_taken(slot_id, until);
+    }
+
+    /// The caller holds `taken_write`.
+    fn set_taken(&self, slot_id: i64, until: i64) {
         // the bit first: a search that finds the entry always finds its bit
         self.set_taken_bit(slot_id);
         self.taken.insert(slot_id, until);
+    }
+
+    /// The generation of this node's marks so far, taken by a [`sync`] round before it reads
+    /// slot rows (and from then on, this node's marks are tracked).
+    pub fn local_generation(&self) -> u64 {
+        let mut w = self.taken_write.lock().unwrap_or_else(|e| e.into_inner());
+        w.track = true;
+        w.generation
+    }
+
+    /// Sets a slot's operator state as a [`sync`] round read it (`until`: `None` free, else
+    /// taken until then), unless this node marked the slot after `generation` (the round's
+    /// [`Self::local_generation`]): then returns `false` and changes nothing.
+    pub fn sync_mark(&self, slot_id: i64, until: Option<i64>, generation: u64) -> bool {
+        let w = self.taken_write.lock().unwrap_or_else(|e| e.into_inner());
+        if w.slots.get(&slot_id).is_some_and(|g| *g > generation) {
+            return false;
+        }
+        match until {
+            Some(until) => self.set_taken(slot_id, until),
+            None => {
+                if self.taken.remove(&slot_id).is_some() {
+                    self.rebuild_taken_bits();
+                }
+            }
+        }
+        true
+    }
+
+    /// Forgets the marks up to `generation`: the [`sync`] round that took it has ended, so
+    /// every later round reads rows at least as new as them.
+    pub fn forget_local_marks(&self, generation: u64) {
+        let mut w = self.taken_write.lock().unwrap_or_else(|e| e.into_inner());
+        w.slots.retain(|_, g| *g > generation);
     }
 
     fn set_taken_bit(&self, slot_id: i64) {
@@ -655,7 +741,8 @@ impl SlotIndex {
 
     /// Makes a slot available again (hold released, appointment cancelled).
     pub fn mark_free(&self, slot_id: i64) {
-        let _w = self.taken_write.lock().unwrap_or_else(|e| e.into_inner());
+        let mut w = self.taken_write.lock().unwrap_or_else(|e| e.into_inner());
+        w.note(slot_id);
         if self.taken.remove(&slot_id).is_some() {
             self.rebuild_taken_bits();
         }
@@ -712,6 +799,34 @@ impl SlotIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A sync round's read never undoes a mark this node made after the round began; marks
+    /// made before it, and the round's reads of other slots, apply; a round that ended lets
+    /// the next one set the slot.
+    #[test]
+    fn a_sync_round_never_undoes_a_newer_local_mark() {
+        let index = SlotIndex::default();
+        index.mark_taken(1, 500); // before any sync: not tracked
+        let round = index.local_generation();
+        // read by the round: slot 1 free, slot 2 held until 900; meanwhile this node holds 1
+        index.mark_taken(1, 700);
+        assert!(!index.sync_mark(1, None, round), "the local hold is newer");
+        assert!(index.is_taken(1, 600));
+        assert!(index.sync_mark(2, Some(900), round));
+        assert!(index.is_taken(2, 800));
+        index.forget_local_marks(round);
+        // the next round reads slot 1 again (held until 700) and may set it
+        let next = index.local_generation();
+        assert!(index.sync_mark(1, Some(700), next));
+        index.forget_local_marks(next);
+        // a local release after a round began is kept against that round's "held"
+        let third = index.local_generation();
+        index.mark_free(2);
+        assert!(!index.sync_mark(2, Some(900), third));
+        assert!(!index.is_taken(2, 800));
+        index.forget_local_marks(third);
+        assert!(index.sync_mark(2, None, index.local_generation()));
+    }
 
     /// `is_taken` answers as the plain map would, whatever was marked, freed, swept or reset
     /// (ids in a range much wider than the taken set: most bits clear, some shared).
