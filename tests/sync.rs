@@ -306,3 +306,18 @@ async fn an_audit_row_committed_after_a_later_one_is_still_applied() {
     assert_eq!(n.b_sync.open_gaps(), 0);
     assert!(n.seen_on_b().await.is_empty());
 }
+
+#[tokio::test]
+async fn a_source_this_node_is_storing_is_left_to_its_own_install() {
+    let mut n = nodes(24 * 3600).await;
+    // Node B is (as far as its sync knows) storing a snapshot of the source when A's lands.
+    let b_state = n.b.state.clone();
+    let storing = b_state.index.storing(n.source);
+    n.push_on_a(&two_slots()).await;
+    assert_eq!(n.sync_b().await.reloaded, 0, "left to B's own install");
+    assert!(n.seen_on_b().await.is_empty());
+    drop(storing);
+    // B's write failed or never came: the next round reads what the database holds.
+    assert_eq!(n.sync_b().await.reloaded, 1);
+    assert_eq!(n.seen_on_b().await, ["a", "b"]);
+}

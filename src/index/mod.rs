@@ -615,6 +615,28 @@ pub struct SlotIndex {
     /// Source id → the snapshot sequence its entries were read at (see [`load`]): what
     /// [`sync`] compares with the database's to find the sources another node refreshed.
     source_seqs: std::sync::Mutex<HashMap<i64, i64>>,
+    /// Source id → snapshots this node is storing and will install itself (see
+    /// [`SlotIndex::storing`]): [`sync`] leaves those sources alone meanwhile.
+    storing: std::sync::Mutex<HashMap<i64, usize>>,
+}
+
+/// A snapshot this node is storing (see [`SlotIndex::storing`]); dropped once it is installed
+/// or has failed.
+pub struct Storing<'a> {
+    index: &'a SlotIndex,
+    source_id: i64,
+}
+
+impl Drop for Storing<'_> {
+    fn drop(&mut self) {
+        let mut storing = self.index.storing.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = storing.get_mut(&self.source_id) {
+            *n -= 1;
+            if *n == 0 {
+                storing.remove(&self.source_id);
+            }
+        }
+    }
 }
 
 impl Default for SlotIndex {
@@ -627,6 +649,7 @@ impl Default for SlotIndex {
             writer: Default::default(),
             reload: Default::default(),
             source_seqs: Default::default(),
+            storing: Default::default(),
         }
     }
 }
@@ -646,6 +669,31 @@ impl SlotIndex {
     pub fn source_seq(&self, source_id: i64) -> i64 {
         let seqs = self.source_seqs.lock().unwrap_or_else(|e| e.into_inner());
         seqs.get(&source_id).copied().unwrap_or(0)
+    }
+
+    /// Marks a snapshot of `source_id` as being stored by this node, from before its write
+    /// transaction until it is installed: between its commit and its install, the database's
+    /// sequence is ahead of the index's, and [`sync`] would otherwise read the whole source
+    /// back (seconds for a large one) while this node installs it from the feed.
+    pub fn storing(&self, source_id: i64) -> Storing<'_> {
+        *self
+            .storing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(source_id)
+            .or_insert(0) += 1;
+        Storing {
+            index: self,
+            source_id,
+        }
+    }
+
+    /// Whether this node is storing a snapshot of `source_id` ([`Self::storing`]).
+    pub fn is_storing(&self, source_id: i64) -> bool {
+        self.storing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&source_id)
     }
 
     /// Records that the index shows snapshot `seq` of `source_id` (or a later one: a reader of

@@ -8,7 +8,10 @@
 //! - **snapshots**: a source whose committed `snapshot_seq` is above the one the index shows
 //!   ([`SlotIndex::source_seq`]) is reloaded from the database ([`load::reload_source`]), under
 //!   the index's reload guard and checked again there, so a snapshot this node installed itself
-//!   is never reloaded a second time and the index never goes back to an older snapshot. New
+//!   is never reloaded a second time and the index never goes back to an older snapshot; a
+//!   source this node is storing a snapshot of is skipped until that snapshot is installed
+//!   ([`SlotIndex::storing`]: the sync would otherwise read it back while it is installed from
+//!   the feed — 11 s instead of 0.3 s for a million slots on SQLite). New
 //!   sources appear with their first snapshot (sequence 0 has nothing to show); sources are
 //!   never deleted, and their name, CPTS and freshness rule never change after creation;
 //! - **freshness**: a source's committed `last_success_at` (a 304 confirmation or a snapshot on
@@ -181,6 +184,11 @@ fn sync_sources(
         .load(c))?;
     for (id, seq, last_success) in rows {
         if seq > index.source_seq(id) {
+            if index.is_storing(id) {
+                // This node is storing a snapshot of it and installs it itself; what the
+                // database holds beyond it is read on a later tick.
+                continue;
+            }
             let _one_at_a_time = index.reload_guard();
             // A reload of this node (its own snapshot) may have installed it meanwhile.
             if seq <= index.source_seq(id) {

@@ -190,6 +190,8 @@ pub fn store_snapshot(
 ) -> Result<(SnapshotOutcome, Phases), StoreError> {
     let at = now.timestamp();
     let t = std::time::Instant::now();
+    // Until installed below, the index's sync leaves this source to this call.
+    let _storing = index.storing(source.id);
     let (written, prepared) = crate::store::slots::replace_snapshot_beside(
         conn,
         source.id,
