@@ -270,12 +270,14 @@ impl Default for Poller {
     }
 }
 
-/// Why a fetch failed.
+/// Why a fetch failed. The URL is shown without its query string (a publisher may put an
+/// access key there, and the message goes to the log and to the source's `last_error`); the
+/// `reqwest` error is kept without its URL for the same reason.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("GET {url}: {source}")]
+    #[error("GET {}: {source}", without_query(url))]
     Http { url: String, source: reqwest::Error },
-    #[error("GET {url}: HTTP {status}")]
+    #[error("GET {}: HTTP {status}", without_query(url))]
     Status { url: String, status: u16 },
     #[error("manifest: {0}")]
     Manifest(super::FeedError),
@@ -283,6 +285,14 @@ pub enum FetchError {
     Apply(#[from] super::apply::ApplyError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+}
+
+/// `url` up to its query string, which is replaced by `?…`.
+fn without_query(url: &str) -> std::borrow::Cow<'_, str> {
+    match url.split_once('?') {
+        Some((path, _)) => format!("{path}?…").into(),
+        None => url.into(),
+    }
 }
 
 impl FetchError {
@@ -334,7 +344,7 @@ impl Poller {
             .await
             .map_err(|e| FetchError::Http {
                 url: url.into(),
-                source: e,
+                source: e.without_url(),
             })?;
         if !res.status().is_success() {
             return Err(FetchError::Status {
@@ -382,7 +392,7 @@ impl Poller {
         }
         let res = req.send().await.map_err(|e| FetchError::Http {
             url: url.clone(),
-            source: e,
+            source: e.without_url(),
         })?;
         let age = max_age(res.headers());
         if res.status() == reqwest::StatusCode::NOT_MODIFIED {
@@ -416,7 +426,7 @@ impl Poller {
         );
         let body = res.bytes().await.map_err(|e| FetchError::Http {
             url: url.clone(),
-            source: e,
+            source: e.without_url(),
         })?;
         let mut next_kept = None;
         let body = match format {
@@ -438,7 +448,7 @@ impl Poller {
                             .await
                             .map_err(|e| FetchError::Http {
                                 url: file.into(),
-                                source: e,
+                                source: e.without_url(),
                             })?;
                     all.extend_from_slice(&part);
                     if !all.ends_with(b"\n") {
@@ -629,6 +639,32 @@ mod tests {
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[tokio::test]
+    async fn a_fetch_error_never_shows_the_query_string() {
+        let e = FetchError::Status {
+            url: "https://agenda.example/feed.csv?key=s3cr3t&_since=x".into(),
+            status: 401,
+        };
+        assert_eq!(
+            e.to_string(),
+            "GET https://agenda.example/feed.csv?…: HTTP 401"
+        );
+        // a connection refused (nothing listens on port 9 of loopback)
+        let url = "http://127.0.0.1:9/feed.csv?key=s3cr3t";
+        let err = reqwest::get(url).await.unwrap_err();
+        let e = FetchError::Http {
+            url: url.into(),
+            source: err.without_url(),
+        };
+        let text = e.to_string();
+        assert!(
+            text.starts_with("GET http://127.0.0.1:9/feed.csv?…: "),
+            "{text}"
+        );
+        assert!(!text.contains("s3cr3t"), "{text}");
+        assert_eq!(without_query("https://a.example/x"), "https://a.example/x");
     }
 
     const LOC: &str = r#"{"resourceType":"Location","id":"l1","name":"A"}"#;
