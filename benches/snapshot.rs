@@ -118,7 +118,9 @@ async fn run(
                 let q = &qs[i % qs.len()];
                 let t = Instant::now();
                 let snap = live.index.load();
-                hits += std::hint::black_box(search(&snap, &live.index, q)).hits.len();
+                hits += std::hint::black_box(search(&snap, &live.index, q))
+                    .hits
+                    .len();
                 times.push(t.elapsed());
                 i += 1;
             }
