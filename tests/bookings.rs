@@ -558,17 +558,9 @@ fn fhir_bundle(slots: &[(&str, &str, &[&str])]) -> String {
 }
 
 async fn push_fhir(app: &TestApp, token: &str, source: i64, body: String) -> serde_json::Value {
-    let res = app
-        .client
-        .put(app.url(&format!("/v1/sources/{source}/slots")))
-        .bearer_auth(token)
-        .header("Content-Type", "application/fhir+json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    res.json().await.unwrap()
+    let (status, report) = app.push(token, source, "application/fhir+json", body).await;
+    assert_eq!(status, 200, "{report}");
+    report
 }
 
 /// A slot published for professionals only (`meta.security` PRO) is neither shown nor held by

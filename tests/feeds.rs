@@ -322,17 +322,8 @@ async fn feeds_from_the_generator_ingest_exactly_in_every_format() {
         ("text/csv", to_csv(&generated, b';')),
         ("text/csv; charset=utf-8", to_csv(&generated, b',')),
     ] {
-        let res = app
-            .client
-            .put(app.url(&format!("/v1/sources/{source}/slots")))
-            .bearer_auth(&publisher)
-            .header("Content-Type", ct)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200, "{ct}");
-        let r: serde_json::Value = res.json().await.unwrap();
+        let (status, r) = app.push(&publisher, source, ct, body).await;
+        assert_eq!(status, 200, "{ct}: {r}");
         assert_eq!(r["accepted"].as_u64(), Some(n), "{ct}: {r}");
     }
     let (_, body) = app.search(&op, "commune=44109&limit=100").await;
@@ -505,17 +496,11 @@ async fn a_slot_withdrawn_as_entered_in_error_leaves_search() {
     let (app, publisher, source, op) = setup().await;
     let spec = GenSpec::new(11, 200, 12, common::default_now());
     let generated = sasnp::ingest::generate::generate_on(&spec, app.state.geo.as_ref());
-    let put = |body: String| {
-        app.client
-            .put(app.url(&format!("/v1/sources/{source}/slots")))
-            .bearer_auth(&publisher)
-            .header("Content-Type", "application/x-ndjson")
-            .body(body)
-            .send()
-    };
     let ndjson = String::from_utf8(to_ndjson(&generated)).unwrap();
-    let res = put(ndjson.clone()).await.unwrap();
-    assert_eq!(res.status(), 200);
+    let (status, _) = app
+        .push(&publisher, source, "application/x-ndjson", ndjson.clone())
+        .await;
+    assert_eq!(status, 200);
     const QUERY: &str = "commune=44109&limit=100&radius_km=60";
     let before = result_ids(&app.search(&op, QUERY).await.1);
     let gone = before.first().expect("generated slots near Nantes").clone();
@@ -533,9 +518,10 @@ async fn a_slot_withdrawn_as_entered_in_error_leaves_search() {
         })
         .collect();
     assert_eq!(withdrawn, 1, "the slot's line is in the feed");
-    let res = put(changed).await.unwrap();
-    assert_eq!(res.status(), 200);
-    let r: serde_json::Value = res.json().await.unwrap();
+    let (status, r) = app
+        .push(&publisher, source, "application/x-ndjson", changed)
+        .await;
+    assert_eq!(status, 200, "{r}");
     assert_eq!(r["entered_in_error"], 1, "{r}");
     assert_eq!(r["removed"], 1, "{r}");
     assert_eq!(

@@ -305,11 +305,23 @@ impl TestApp {
         source: i64,
         body: String,
     ) -> (u16, serde_json::Value) {
+        self.push(token, source, "text/csv; charset=utf-8", body)
+            .await
+    }
+
+    /// PUTs a snapshot of `content_type`; returns (status, body).
+    pub async fn push(
+        &self,
+        token: &str,
+        source: i64,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, serde_json::Value) {
         let res = self
             .client
             .put(self.url(&format!("/v1/sources/{source}/slots")))
             .bearer_auth(token)
-            .header("Content-Type", "text/csv; charset=utf-8")
+            .header("Content-Type", content_type)
             .body(body)
             .send()
             .await
