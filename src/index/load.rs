@@ -200,12 +200,7 @@ impl Builder {
 /// How long a source's data stays fresh: 24 h (configurable) after a push, or
 /// `pull_stale_factor` poll intervals for a pulled source.
 pub fn stale_after_s(row: &SourceRow, settings: &Settings) -> i64 {
-    match (row.url.as_deref(), row.poll_interval_s) {
-        (Some(_), Some(every)) if every > 0 => {
-            every.saturating_mul(i64::from(settings.pull_stale_factor))
-        }
-        _ => i64::try_from(settings.push_stale_after_s).unwrap_or(i64::MAX),
-    }
+    crate::store::sources::Staleness::of(settings).stale_after_s(row)
 }
 
 /// Index metadata of a stored source.

@@ -11,9 +11,9 @@
 //! - cancelling a future appointment frees its slot; every action is written to `audit_events`
 //!   with the acting account, in the same transaction.
 
-use super::schema::{appointments, audit_events, holds, slots, sources};
+use super::schema::{appointments, audit_events, holds, slots};
+use super::sources::{SourceRow, Staleness};
 use super::{DbConn, StoreError, write_tx};
-use crate::config::Settings;
 use crate::db_run;
 use crate::domain::slot::AudienceSet;
 use diesel::prelude::*;
@@ -113,52 +113,6 @@ fn hidden_audiences() -> Vec<i32> {
         .collect()
 }
 
-/// How long a source's data may be offered after its last success, as the index reckons it
-/// (`index::load::stale_after_s`): `pull_factor` poll intervals for a polled source (a `url`
-/// and a positive `poll_interval_s`), `push_after_s` otherwise.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Staleness {
-    pub push_after_s: i64,
-    pub pull_factor: i64,
-}
-
-impl Staleness {
-    pub fn of(settings: &Settings) -> Self {
-        Staleness {
-            push_after_s: i64::try_from(settings.push_stale_after_s).unwrap_or(i64::MAX),
-            pull_factor: i64::from(settings.pull_stale_factor),
-        }
-    }
-}
-
-/// The `sources` rows whose data is fresh at `$now` under `$st` ([`Staleness`]): the same rule
-/// as `SourceMeta::is_fresh` (`last > 0 && now < last + stale_after`), decided in SQL.
-macro_rules! fresh_sources {
-    ($now:expr, $st:expr) => {{
-        let (now, st): (i64, Staleness) = ($now, $st);
-        let polled = sources::url
-            .is_not_null()
-            .and(sources::poll_interval_s.is_not_null())
-            .and(sources::poll_interval_s.gt(0));
-        let pushed = sources::url
-            .is_null()
-            .or(sources::poll_interval_s.is_null())
-            .or(sources::poll_interval_s.le(0));
-        sources::table
-            .filter(sources::last_success_at.gt(0))
-            .filter(
-                polled
-                    .and(
-                        (sources::last_success_at + sources::poll_interval_s * st.pull_factor)
-                            .gt(now),
-                    )
-                    .or(pushed
-                        .and(sources::last_success_at.gt(now.saturating_sub(st.push_after_s)))),
-            )
-            .select(sources::id)
-    }};
-}
-
 /// Holds `slot_id` for `ttl_s` seconds. Returns the hold and the slot's CPTS.
 ///
 /// Only a slot an operator's search could show is held: free at its publisher, still in its
@@ -177,21 +131,36 @@ pub fn hold(
     let hidden = hidden_audiences();
     let mut out = None;
     let res = write_tx(conn, |conn| {
-        let n = db_run!(&mut *conn, |c| diesel::update(
-            slots::table
-                .filter(slots::id.eq(slot_id))
-                .filter(slots::feed_status.eq("free"))
-                .filter(slots::appointment_id.is_null())
-                .filter(slots::removed_from_feed_at.is_null())
-                .filter(slots::start_at.gt(now))
-                .filter(slots::hold_id.is_null().or(slots::held_until.le(now)))
-                .filter(slots::audience.ne_all(&hidden))
-                .filter(slots::source_id.eq_any(fresh_sources!(now, staleness)))
-        )
-        .set((slots::hold_id.eq(&hold_id), slots::held_until.eq(expires)))
-        .execute(c))?;
+        // The slot's source, judged by the rule the index applies (a refresh meanwhile only
+        // makes it fresher).
+        let source_id: Option<i64> = db_run!(&mut *conn, |c| slots::table
+            .find(slot_id)
+            .select(slots::source_id)
+            .first(c)
+            .optional())?;
+        let stale = match source_id {
+            Some(id) => Some(super::sources::get(conn, id)?),
+            None => None,
+        }
+        .filter(|source| !staleness.is_fresh(source, now));
+        let n = if stale.is_some() {
+            0
+        } else {
+            db_run!(&mut *conn, |c| diesel::update(
+                slots::table
+                    .filter(slots::id.eq(slot_id))
+                    .filter(slots::feed_status.eq("free"))
+                    .filter(slots::appointment_id.is_null())
+                    .filter(slots::removed_from_feed_at.is_null())
+                    .filter(slots::start_at.gt(now))
+                    .filter(slots::hold_id.is_null().or(slots::held_until.le(now)))
+                    .filter(slots::audience.ne_all(&hidden))
+            )
+            .set((slots::hold_id.eq(&hold_id), slots::held_until.eq(expires)))
+            .execute(c))?
+        };
         if n == 0 {
-            out = Some(Err(why_unavailable(conn, slot_id, now, staleness)?));
+            out = Some(Err(why_unavailable(conn, slot_id, now, stale.as_ref())?));
             return Ok(());
         }
         // A previous hold on this slot that lapsed is now recorded as expired.
@@ -242,14 +211,15 @@ pub fn hold(
     out.expect("set in the transaction")
 }
 
-/// Explains why a slot could not be held (called after the conditional update matched nothing).
+/// Explains why a slot could not be held (called after the conditional update matched nothing,
+/// or was not tried because the slot's source is `stale`).
 fn why_unavailable(
     conn: &mut DbConn,
     slot_id: i64,
     now: i64,
-    staleness: Staleness,
+    stale: Option<&SourceRow>,
 ) -> Result<BookingError, StoreError> {
-    type Row = (String, Option<i64>, Option<i64>, Option<i64>, i64, i32, i64);
+    type Row = (String, Option<i64>, Option<i64>, Option<i64>, i64, i32);
     let row: Option<Row> = db_run!(&mut *conn, |c| slots::table
         .find(slot_id)
         .select((
@@ -259,28 +229,9 @@ fn why_unavailable(
             slots::removed_from_feed_at,
             slots::start_at,
             slots::audience,
-            slots::source_id
         ))
         .first(c)
         .optional())?;
-    let stale_source = match &row {
-        Some(r) => {
-            let source = r.6;
-            let fresh: bool = db_run!(&mut *conn, |c| diesel::select(diesel::dsl::exists(
-                fresh_sources!(now, staleness).filter(sources::id.eq(source))
-            ))
-            .get_result(c))?;
-            if fresh {
-                None
-            } else {
-                Some(db_run!(&mut *conn, |c| sources::table
-                    .find(source)
-                    .select((sources::name, sources::last_success_at))
-                    .first::<(String, Option<i64>)>(c))?)
-            }
-        }
-        None => None,
-    };
     Ok(match row {
         None => BookingError::NotFound(format!("no slot with id {slot_id}")),
         Some((_, Some(_), ..)) => {
@@ -295,19 +246,21 @@ fn why_unavailable(
         Some((status, ..)) if status != "free" => {
             BookingError::Unavailable("this slot is taken at its publisher".into())
         }
-        Some((.., start, _, _)) if start <= now => {
+        Some((.., start, _)) if start <= now => {
             BookingError::Unavailable("this slot has already started".into())
         }
-        Some((.., audience, _)) if hidden_audiences().contains(&audience) => {
+        Some((.., audience)) if hidden_audiences().contains(&audience) => {
             BookingError::Unavailable(
                 "this slot is published for professionals only (audience PRO): it is not offered to SNP operators".into(),
             )
         }
-        Some(_) if stale_source.is_some() => {
-            let (name, last) = stale_source.unwrap_or_default();
+        Some(_) if let Some(source) = stale => {
             BookingError::Unavailable(format!(
-                "the source `{name}` of this slot is stale (last refreshed {}): its slots are not offered until its publisher refreshes it",
-                last.filter(|t| *t > 0)
+                "the source `{}` of this slot is stale (last refreshed {}): its slots are not offered until its publisher refreshes it",
+                source.name,
+                source
+                    .last_success_at
+                    .filter(|t| *t > 0)
                     .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
                     .map_or_else(
                         || "never".to_string(),

@@ -30,6 +30,39 @@ pub struct SourceRow {
     pub snapshot_seq: i64,
 }
 
+/// How long a source's data may be offered after its last success: `pull_factor` poll
+/// intervals for a polled source (a `url` and a positive `poll_interval_s`), `push_after_s`
+/// otherwise. The one rule of freshness: the index's [`crate::index::SourceMeta`] and the hold
+/// both apply it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Staleness {
+    pub push_after_s: i64,
+    pub pull_factor: i64,
+}
+
+impl Staleness {
+    pub fn of(settings: &crate::config::Settings) -> Self {
+        Staleness {
+            push_after_s: i64::try_from(settings.push_stale_after_s).unwrap_or(i64::MAX),
+            pull_factor: i64::from(settings.pull_stale_factor),
+        }
+    }
+
+    /// How long `row`'s data stays fresh after a success, seconds.
+    pub fn stale_after_s(&self, row: &SourceRow) -> i64 {
+        match (row.url.as_deref(), row.poll_interval_s) {
+            (Some(_), Some(every)) if every > 0 => every.saturating_mul(self.pull_factor),
+            _ => self.push_after_s,
+        }
+    }
+
+    /// Whether `row`'s slots may be offered at `now` (as `SourceMeta::is_fresh`).
+    pub fn is_fresh(&self, row: &SourceRow, now: i64) -> bool {
+        let last = row.last_success_at.unwrap_or(0);
+        last > 0 && now < last.saturating_add(self.stale_after_s(row))
+    }
+}
+
 /// What a caller gives to create a source.
 #[derive(Debug, Clone)]
 pub struct NewSource {
